@@ -1,0 +1,61 @@
+//! Stage one: the file and environment as written, before any checks.
+//!
+//! Every struct refuses unknown keys so that a typo is reported instead of
+//! silently falling back to a default. Nothing here may hold the password:
+//! a `password` key is refused by name before these types are ever
+//! deserialised (see `load`), because deserialisation errors quote values.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub network: Option<RawNetwork>,
+    pub proxy: Option<RawProxy>,
+    pub upstream: Option<RawUpstream>,
+    pub build: Option<RawBuild>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetwork {
+    pub bridge: Option<String>,
+    pub address: String,
+    #[serde(default)]
+    pub ports: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxy {
+    pub listen: String,
+    pub interface: Option<String>,
+    pub allowed_clients: Option<Vec<String>>,
+    pub allowed_paths: Option<Vec<String>>,
+    pub log_level: Option<String>,
+    pub max_connections: Option<u32>,
+    pub header_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub url: String,
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    pub connect_timeout_secs: Option<u64>,
+    pub response_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBuild {
+    pub kayobe: Option<String>,
+}

@@ -1,0 +1,86 @@
+use super::*;
+
+#[test]
+fn listen_refuses_wildcards_and_names() {
+    for bad in [
+        "0.0.0.0:80",
+        "[::]:80",
+        "[::ffff:0.0.0.0]:80",
+        "localhost:80",
+        "192.168.33.3",
+    ] {
+        assert!(ListenAddr::parse(bad).is_err(), "{bad} accepted");
+    }
+    for good in ["192.168.33.3:80", "127.0.0.1:8080", "[::1]:80"] {
+        assert_eq!(ListenAddr::parse(good).unwrap().to_string(), good);
+    }
+}
+
+#[test]
+fn client_net_canonicalises_mapped_ipv6() {
+    let net = ClientNet::parse("::ffff:192.168.33.0/120").unwrap();
+    assert_eq!(net.to_string(), "192.168.33.0/24");
+    assert!(net.contains("192.168.33.7".parse().unwrap()));
+    assert!(net.contains("::ffff:192.168.33.7".parse().unwrap()));
+    assert!(!net.contains("192.168.34.7".parse().unwrap()));
+    let v4 = ClientNet::parse("127.0.0.0/8").unwrap();
+    assert!(v4.contains("::ffff:127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        ClientNet::parse("10.0.0.1").unwrap().to_string(),
+        "10.0.0.1/32"
+    );
+    assert!(ClientNet::parse("10.0.0.1/8")
+        .unwrap_err()
+        .contains("10.0.0.0/8"));
+    assert!(ClientNet::parse("nope").is_err());
+}
+
+#[test]
+fn path_prefix_is_plain_and_segment_bounded() {
+    let p = PathPrefix::parse("/pulp/content").unwrap();
+    assert_eq!(p.as_str(), "/pulp/content/");
+    assert!(p.matches("/pulp/content/x"));
+    assert!(p.matches("/pulp/content"));
+    assert!(!p.matches("/pulp/contentX"));
+    for bad in [
+        "pulp/", "/", "/a/../b/", "/a//b/", "/a/%2e/", "/a\\b/", "/a b/", "/a/?x",
+    ] {
+        assert!(PathPrefix::parse(bad).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn upstream_origin_parts() {
+    let o = UpstreamOrigin::parse("https://pulp.example.test/prefix/", false).unwrap();
+    assert_eq!(o.host(), "pulp.example.test");
+    assert_eq!(o.port(), 443);
+    assert_eq!(o.prefix(), "/prefix");
+    assert_eq!(o.host_header(), "pulp.example.test");
+    let o = UpstreamOrigin::parse("https://pulp.example.test:8443", false).unwrap();
+    assert_eq!(o.prefix(), "");
+    assert_eq!(o.host_header(), "pulp.example.test:8443");
+    let o = UpstreamOrigin::parse("https://[::1]:9000/p", false).unwrap();
+    assert_eq!(o.host_header(), "[::1]:9000");
+}
+
+#[test]
+fn upstream_origin_refusals_never_echo_the_url() {
+    let secret = "https://ci-user:fake%20pw@pulp.example.test/";
+    let err = UpstreamOrigin::parse(secret, false).unwrap_err();
+    assert!(err.contains("user information"), "{err}");
+    assert!(!err.contains("fake"), "{err}");
+    let err = UpstreamOrigin::parse("http://pulp.example.test", false).unwrap_err();
+    assert!(err.contains("allow_plaintext"), "{err}");
+    assert!(UpstreamOrigin::parse("http://pulp.example.test", true).is_ok());
+    assert!(UpstreamOrigin::parse("ftp://pulp.example.test", true).is_err());
+    assert!(UpstreamOrigin::parse("https://h/a?x=1", false).is_err());
+    assert!(UpstreamOrigin::parse("https://h/a/../b", false).is_err());
+}
+
+#[test]
+fn interface_names() {
+    assert!(InterfaceName::parse("breth1").is_ok());
+    for bad in ["", "a/b", "a b", "sixteen-chars-xx", "a:1"] {
+        assert!(InterfaceName::parse(bad).is_err(), "{bad} accepted");
+    }
+}

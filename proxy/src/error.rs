@@ -1,0 +1,212 @@
+//! The proxy's errors. Start-up errors are for the operator's terminal;
+//! request errors are turned into responses in exactly one place
+//! (`respond::error_response`), where the client gets a fixed short reason and
+//! the log gets the cause.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] pulp_auth_config::ConfigError),
+    /// The password could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] pulp_auth_config::credentials::CredentialError),
+    /// `upstream.ca_file` is unusable.
+    #[error("upstream.ca_file {}: {reason}; point it at a PEM file of CA certificates", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No trust anchor at all.
+    #[error("no trust anchors: the system store is empty and upstream.ca_file is not set; install ca-certificates or set upstream.ca_file")]
+    NoTrustAnchors,
+    /// The upstream host cannot be sent as a `Host` header.
+    #[error("upstream.url's host is not a valid Host header value")]
+    UpstreamHost,
+    /// The TLS library refused the settings.
+    #[error("cannot set up TLS to the upstream: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// `proxy.interface` is set and the listen IP is not on it.
+    #[error("proxy.listen {addr} is not assigned to interface {interface} ({found}); run `ci-builder net up`, or fix proxy.listen / proxy.interface")]
+    NotOnInterface {
+        /// The listen IP.
+        addr: std::net::IpAddr,
+        /// The interface.
+        interface: String,
+        /// What was found instead.
+        found: String,
+    },
+    /// Reading the host's interfaces failed.
+    #[error("cannot list network interfaces to check proxy.interface: {0}")]
+    Interfaces(std::io::Error),
+}
+
+impl StartError {
+    /// The process exit code: 78 (EX_CONFIG) for configuration mistakes,
+    /// 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_)
+            | StartError::Credentials(_)
+            | StartError::CaFile { .. }
+            | StartError::UpstreamHost
+            | StartError::NotOnInterface { .. } => 78,
+            _ => 1,
+        }
+    }
+}
+
+/// Why a request was refused before anything was sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not GET or HEAD.
+    Method,
+    /// Absolute-form, authority-form or asterisk-form request target.
+    TargetForm,
+    /// A path that cannot be normalised safely (encoded `/`, `\`, dot
+    /// segments, invalid escapes, escaping the root).
+    BadPath(&'static str),
+    /// A clean path outside `proxy.allowed_paths`.
+    PathNotAllowed,
+    /// Zero or several `Host` headers.
+    Host(&'static str),
+    /// GET and HEAD carry no body here.
+    Body,
+    /// The peer is outside `proxy.allowed_clients`.
+    Client,
+}
+
+impl Refusal {
+    /// The rule's name, for logs and metrics.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Refusal::Method => "method",
+            Refusal::TargetForm => "target-form",
+            Refusal::BadPath(_) => "path-syntax",
+            Refusal::PathNotAllowed => "path-not-allowed",
+            Refusal::Host(_) => "host",
+            Refusal::Body => "body",
+            Refusal::Client => "client",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Method => f.write_str("method not allowed: only GET and HEAD are forwarded"),
+            Refusal::TargetForm => {
+                f.write_str("request target is not origin-form: this is not a forward proxy")
+            }
+            Refusal::BadPath(why) => write!(f, "bad path: {why}"),
+            Refusal::PathNotAllowed => f.write_str("path is outside proxy.allowed_paths"),
+            Refusal::Host(why) => write!(f, "bad Host header: {why}"),
+            Refusal::Body => f.write_str("GET and HEAD requests must not carry a body"),
+            Refusal::Client => f.write_str("client address is outside proxy.allowed_clients"),
+        }
+    }
+}
+
+/// What went wrong talking to the upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamError {
+    /// The certificate or host name did not verify.
+    Certificate(String),
+    /// Another TLS failure (protocol version, handshake).
+    Tls(String),
+    /// TCP connect refused.
+    Refused(String),
+    /// The host name did not resolve.
+    Dns(String),
+    /// TCP + TLS did not complete in time.
+    ConnectTimeout,
+    /// No response head in time.
+    ResponseTimeout,
+    /// The upstream answered 401 or 403: the credentials were refused.
+    CredentialsRefused(http::StatusCode),
+    /// Any other failure, with its cause chain.
+    Other(String),
+}
+
+impl UpstreamError {
+    /// The kind's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Certificate(_) => "bad-certificate",
+            UpstreamError::Tls(_) => "tls",
+            UpstreamError::Refused(_) => "connect-refused",
+            UpstreamError::Dns(_) => "dns",
+            UpstreamError::ConnectTimeout => "connect-timeout",
+            UpstreamError::ResponseTimeout => "response-timeout",
+            UpstreamError::CredentialsRefused(_) => "credentials-refused",
+            UpstreamError::Other(_) => "other",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Certificate(e) => write!(
+                f,
+                "upstream TLS certificate rejected: {e}; check upstream.url's host name and upstream.ca_file"
+            ),
+            UpstreamError::Tls(e) => write!(f, "TLS handshake with the upstream failed: {e}"),
+            UpstreamError::Refused(e) => write!(f, "upstream refused the connection: {e}"),
+            UpstreamError::Dns(e) => write!(f, "upstream host name did not resolve: {e}"),
+            UpstreamError::ConnectTimeout => f.write_str(
+                "connecting to the upstream timed out (upstream.connect_timeout_secs)",
+            ),
+            UpstreamError::ResponseTimeout => f.write_str(
+                "the upstream sent no response head in time (upstream.response_timeout_secs)",
+            ),
+            UpstreamError::CredentialsRefused(s) => write!(
+                f,
+                "the upstream refused the proxy's credentials ({s}); check upstream.username and the password source"
+            ),
+            UpstreamError::Other(e) => write!(f, "upstream request failed: {e}"),
+        }
+    }
+}
+
+/// The outcome of one request that did not produce an upstream response to
+/// stream back.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// Refused by policy; nothing was sent upstream.
+    Refused(Refusal),
+    /// The upstream failed.
+    Upstream(UpstreamError),
+}
+
+/// Walks an error's `source()` chain into one line; hyper's and
+/// hyper-util's `Display` show only the top level.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,93 @@
+//! Header rewriting in both directions.
+//!
+//! Towards the upstream: the client's own credentials and cookies, and
+//! every hop-by-hop header (including the names a `Connection` header
+//! lists), are dropped; then `Host` is set to the upstream's authority;
+//! then the proxy's `Authorization` is added. The order matters: strip
+//! before inject, so nothing the client sends can replace or accompany the
+//! proxy's credentials.
+
+use crate::credentials::BasicAuth;
+use crate::error::UpstreamError;
+use crate::policy::Decision;
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{request, Request, Version};
+use http_body_util::Empty;
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) plus the legacy `Proxy-Connection`
+/// and `Keep-Alive`; never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Client headers that must never reach the upstream besides the
+/// hop-by-hop ones: the client's own credentials and cookies, and the
+/// framing and routing headers the proxy sets itself.
+const CLIENT_ONLY: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+];
+
+/// Builds the upstream request from a checked request head.
+pub fn to_upstream(
+    parts: &request::Parts,
+    decision: &Decision,
+    upstream: &Upstream,
+    auth: &BasicAuth,
+) -> Result<Request<Empty<Bytes>>, UpstreamError> {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+    let listed = connection_listed(&parts.headers);
+    for (name, value) in &parts.headers {
+        if HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name) || listed.contains(name) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    // Strip (above) before inject (below).
+    headers.insert(header::HOST, upstream.host_header());
+    headers.insert(header::AUTHORIZATION, auth.header_value());
+
+    let mut req = Request::new(Empty::new());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = upstream.uri_for(&decision.path_and_query())?;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Drops hop-by-hop headers from the upstream's response. `Content-Length`
+/// stays so the client can tell a complete body from a truncated one.
+pub fn from_upstream(headers: &mut HeaderMap) {
+    let listed = connection_listed(headers);
+    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// The header names a `Connection` header declares hop-by-hop.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+use super::*;
+use secrecy::SecretString;
+
+fn upstream() -> Upstream {
+    let config = pulp_auth_config::Upstream {
+        origin: pulp_auth_config::UpstreamOrigin::parse(
+            "https://pulp.example.test:8443/base/",
+            false,
+        )
+        .unwrap(),
+        username: "ci-user".into(),
+        password_file: None,
+        ca_file: None,
+        connect_timeout: std::time::Duration::from_secs(1),
+        response_timeout: std::time::Duration::from_secs(1),
+        body_timeout: std::time::Duration::from_secs(1),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    Upstream::new(&config, tls).unwrap()
+}
+
+#[test]
+fn strips_client_credentials_and_hop_by_hop_then_injects() {
+    let req = Request::builder()
+        .uri("/pulp/content/a?x=1")
+        .header("host", "proxy")
+        .header("authorization", "Basic Y2xpZW50OnNlY3JldA==")
+        .header("proxy-authorization", "Basic eDp5")
+        .header("cookie", "session=1")
+        .header("connection", "keep-alive, X-Secret-Hop")
+        .header("x-secret-hop", "1")
+        .header("te", "trailers")
+        .header("range", "bytes=0-1")
+        .header("accept", "a")
+        .header("accept", "b")
+        .body(())
+        .unwrap();
+    let (parts, ()) = req.into_parts();
+    let decision = Decision {
+        path: "/pulp/content/a".into(),
+        query: Some("x=1".into()),
+    };
+    let auth = BasicAuth::new("ci-user", &SecretString::from("fake:@/%+ pw"));
+    let out = to_upstream(&parts, &decision, &upstream(), &auth).unwrap();
+    assert_eq!(
+        out.uri().to_string(),
+        "https://pulp.example.test:8443/base/pulp/content/a?x=1"
+    );
+    let h = out.headers();
+    assert_eq!(h["host"], "pulp.example.test:8443");
+    assert_eq!(h.get_all("authorization").iter().count(), 1);
+    assert_eq!(h["authorization"], auth.header_value());
+    for gone in [
+        "proxy-authorization",
+        "cookie",
+        "connection",
+        "x-secret-hop",
+        "te",
+    ] {
+        assert!(!h.contains_key(gone), "{gone} forwarded");
+    }
+    assert_eq!(h["range"], "bytes=0-1");
+    assert_eq!(
+        h.get_all("accept").iter().count(),
+        2,
+        "repeated headers kept"
+    );
+}
+
+#[test]
+fn response_hop_by_hop_removed_length_kept() {
+    let mut h = HeaderMap::new();
+    h.insert("connection", "close, x-hop".parse().unwrap());
+    h.insert("x-hop", "1".parse().unwrap());
+    h.insert("keep-alive", "timeout=5".parse().unwrap());
+    h.insert("content-length", "10".parse().unwrap());
+    h.insert("etag", "\"e\"".parse().unwrap());
+    from_upstream(&mut h);
+    assert!(
+        !h.contains_key("connection") && !h.contains_key("x-hop") && !h.contains_key("keep-alive")
+    );
+    assert_eq!(h["content-length"], "10");
+    assert_eq!(h["etag"], "\"e\"");
+}

@@ -1,0 +1,245 @@
+//! The connection to the one upstream origin: TLS trust, the pooled client,
+//! connect timeouts, and turning transport failures into named causes.
+
+use crate::error::{StartError, UpstreamError};
+use bytes::Bytes;
+use http::{HeaderValue, Uri};
+use http_body_util::Empty;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pulp_auth_config::{Scheme, UpstreamOrigin};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Client connections idle longer than this are closed; Pulp's own
+/// keep-alive is usually shorter, and a stale pooled connection costs a
+/// retry.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// The pooled HTTP/1.1 client to the upstream and what every request to it
+/// needs.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<TimeoutConnector, Empty<Bytes>>,
+    origin: UpstreamOrigin,
+    base: String,
+    host: HeaderValue,
+    /// Time to the upstream's response head.
+    pub response_timeout: Duration,
+    /// Longest gap between two body chunks.
+    pub body_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the client. Certificates and host names are always verified;
+    /// there is no switch to turn that off.
+    pub fn new(
+        config: &pulp_auth_config::Upstream,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, StartError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+        let https = match config.origin.scheme() {
+            Scheme::Https => https.https_only(),
+            Scheme::Http => https.https_or_http(),
+        }
+        .enable_http1()
+        .wrap_connector(http);
+        let connector = TimeoutConnector {
+            inner: https,
+            timeout: config.connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .set_host(false)
+            .build(connector);
+        let origin = config.origin.clone();
+        let host =
+            HeaderValue::from_str(&origin.host_header()).map_err(|_| StartError::UpstreamHost)?;
+        Ok(Self {
+            client,
+            base: format!("{}{}", origin.origin(), origin.prefix()),
+            origin,
+            host,
+            response_timeout: config.response_timeout,
+            body_timeout: config.body_timeout,
+        })
+    }
+
+    /// The origin, for logs.
+    pub fn origin(&self) -> &UpstreamOrigin {
+        &self.origin
+    }
+
+    /// The `Host` header value to send.
+    pub fn host_header(&self) -> HeaderValue {
+        self.host.clone()
+    }
+
+    /// The absolute URI for a checked `path?query`: the upstream's prefix,
+    /// then the path. Only ever called with a path that starts with `/`.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        format!("{}{}", self.base, path_and_query)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| UpstreamError::Other(e.to_string()))
+    }
+
+    /// Sends one request and waits for the response head, within
+    /// `response_timeout`.
+    pub async fn send(
+        &self,
+        req: http::Request<Empty<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// The rustls configuration: the system trust store plus `ca_file`, TLS 1.2
+/// and 1.3, SNI on (rustls' default), ALPN set by the connector.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StartError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let ca_err = |reason: String| StartError::CaFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| ca_err(format!("not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(ca_err("holds no CERTIFICATE block".into()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| ca_err(format!("certificate not usable as a trust anchor: {e}")))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(StartError::NoTrustAnchors);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Bounds TCP connect plus the TLS handshake; `HttpConnector`'s own timeout
+/// covers only TCP.
+#[derive(Clone)]
+struct TimeoutConnector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: Duration,
+}
+
+/// Marks a connect that ran out of time, so `classify` can name it.
+#[derive(Debug)]
+struct ConnectTimedOut;
+
+impl std::fmt::Display for ConnectTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connect timed out")
+    }
+}
+
+impl std::error::Error for ConnectTimedOut {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for TimeoutConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(r) => r,
+                Err(_) => Err(Box::new(ConnectTimedOut) as BoxError),
+            }
+        })
+    }
+}
+
+/// Names the cause of a client error. hyper's `Display` shows only the top
+/// level, and rustls errors arrive wrapped in one or two `io::Error`s,
+/// whose `source()` skips the wrapped error itself; so every error in the
+/// chain is opened with `get_ref` as well.
+fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let text = crate::error::chain(err);
+    for e in causes(err) {
+        if e.is::<ConnectTimedOut>() {
+            return UpstreamError::ConnectTimeout;
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) => UpstreamError::Certificate(tls.to_string()),
+                _ => UpstreamError::Tls(tls.to_string()),
+            };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return UpstreamError::Refused(text),
+                std::io::ErrorKind::TimedOut => return UpstreamError::ConnectTimeout,
+                _ => {}
+            }
+        }
+    }
+    if text.contains("dns error") {
+        return UpstreamError::Dns(text);
+    }
+    UpstreamError::Other(text)
+}
+
+/// Every error in the chain, outermost first, including those wrapped
+/// inside `io::Error`s.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut stack = vec![err];
+    while let Some(e) = stack.pop() {
+        if out.len() > 32 {
+            break;
+        }
+        out.push(e);
+        if let Some(source) = e.source() {
+            stack.push(source);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            stack.push(inner);
+        }
+    }
+    out
+}

@@ -1,0 +1,64 @@
+//! The leak scanner: every form the credentials can take on the wire or in
+//! a file, searched for in whatever a test captured.
+
+use base64::Engine as _;
+
+/// Every form of the test credentials worth searching for.
+pub fn forms() -> Vec<(&'static str, Vec<u8>)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pair = format!("{}:{}", crate::USERNAME, crate::PASSWORD);
+    vec![
+        ("plain password", crate::PASSWORD.as_bytes().to_vec()),
+        ("base64 user:password", b64.encode(&pair).into_bytes()),
+        ("base64 password", b64.encode(crate::PASSWORD).into_bytes()),
+        (
+            "percent-encoded password",
+            percent(crate::PASSWORD, true).into_bytes(),
+        ),
+        (
+            "percent-encoded password (lower)",
+            percent(crate::PASSWORD, false).into_bytes(),
+        ),
+        (
+            "form-encoded password",
+            crate::PASSWORD.replace(' ', "+").into_bytes(),
+        ),
+        (
+            "json-escaped password",
+            serde_like_json(crate::PASSWORD).into_bytes(),
+        ),
+    ]
+}
+
+fn percent(s: &str, upper: bool) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else if upper {
+                format!("%{b:02X}")
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect()
+}
+
+fn serde_like_json(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('/', "\\/")
+}
+
+/// Panics, naming the form and the place, if `haystack` holds the
+/// credentials in any form.
+pub fn assert_clean(what: &str, haystack: &[u8]) {
+    for (form, needle) in forms() {
+        if haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+        {
+            panic!("the credentials leaked into {what} ({form})");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! A recording HTTPS stand-in for Pulp. It requires the exact Basic header,
+//! stores every request it receives (method, target as received, headers)
+//! and counts TLS handshakes, so a test can prove what did and did not
+//! reach the upstream.
+
+use crate::pki::ServerCert;
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What a path serves.
+#[derive(Clone)]
+pub enum Content {
+    /// These bytes (Range and conditional requests supported).
+    Bytes(Bytes),
+    /// `len` bytes of [`pattern`], streamed in 64 KiB chunks.
+    Pattern(u64),
+    /// Announces `len` bytes, sends `sent`, then stalls forever.
+    Stall {
+        /// Announced length.
+        len: u64,
+        /// Bytes sent before the stall.
+        sent: u64,
+    },
+    /// Announces `len` bytes, sends `sent`, then drops the connection.
+    Truncate {
+        /// Announced length.
+        len: u64,
+        /// Bytes sent before the drop.
+        sent: u64,
+    },
+    /// `len` bytes sent in `chunks` pieces with `delay` between them.
+    Slow {
+        /// Total length.
+        len: u64,
+        /// Number of pieces.
+        chunks: u64,
+        /// Pause between pieces.
+        delay: Duration,
+    },
+    /// A response with this status and `Location`.
+    Redirect(StatusCode, String),
+    /// Waits this long before the response head.
+    Delay(Duration),
+}
+
+/// The byte at offset `i` of a pattern body.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The method.
+    pub method: String,
+    /// The request target (path and query) byte for byte.
+    pub target: String,
+    /// Every header, in order, repeated names kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Recorded {
+    /// The values of one header.
+    pub fn header(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+}
+
+/// TLS versions the upstream offers.
+#[derive(Clone, Copy)]
+pub enum Versions {
+    /// 1.2 and 1.3.
+    Both,
+    /// 1.3 only.
+    Tls13,
+    /// 1.2 only.
+    Tls12,
+}
+
+#[derive(Default)]
+struct Shared {
+    files: Mutex<HashMap<String, Content>>,
+    requests: Mutex<Vec<Recorded>>,
+    handshakes_ok: AtomicUsize,
+    handshakes_failed: AtomicUsize,
+    refuse_credentials: AtomicBool,
+    expected_auth: Mutex<String>,
+}
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Starts on `127.0.0.1:0` with `cert`, offering `versions`.
+    pub async fn start(cert: ServerCert, versions: Versions) -> Upstream {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match versions {
+            Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            Versions::Tls13 => &[&rustls::version::TLS13],
+            Versions::Tls12 => &[&rustls::version::TLS12],
+        };
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(cert.chain, cert.key)
+            .unwrap();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        *shared.expected_auth.lock().unwrap() = crate::basic_header();
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(t) => t,
+                        Err(_) => {
+                            s.handshakes_failed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    };
+                    s.handshakes_ok.fetch_add(1, Ordering::SeqCst);
+                    let svc = service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, std::convert::Infallible>(serve(&s, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, shared, task }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Serves `content` at `path` (the path as the upstream receives it).
+    pub fn put(&self, path: &str, content: Content) {
+        self.shared
+            .files
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), content);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Completed TLS handshakes.
+    pub fn handshakes(&self) -> usize {
+        self.shared.handshakes_ok.load(Ordering::SeqCst)
+    }
+
+    /// Failed TLS handshakes.
+    pub fn failed_handshakes(&self) -> usize {
+        self.shared.handshakes_failed.load(Ordering::SeqCst)
+    }
+
+    /// Answer 401 to everything (credentials revoked) while set.
+    pub fn refuse_credentials(&self, on: bool) {
+        self.shared.refuse_credentials.store(on, Ordering::SeqCst);
+    }
+
+    /// Accept only this password from now on (rotation).
+    pub fn expect_password(&self, password: &str) {
+        use base64::Engine as _;
+        *self.shared.expected_auth.lock().unwrap() = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{password}", crate::USERNAME))
+        );
+    }
+}
+
+async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    s.requests.lock().unwrap().push(Recorded {
+        method: req.method().to_string(),
+        target: target.clone(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+    });
+    let auth_ok = !s.refuse_credentials.load(Ordering::SeqCst)
+        && req.headers().get_all(header::AUTHORIZATION).iter().count() == 1
+        && req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            == Some(s.expected_auth.lock().unwrap().as_bytes());
+    if !auth_ok {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::WWW_AUTHENTICATE, "Basic realm=\"pulp\"")
+            .body(full("unauthorized\n"))
+            .unwrap();
+    }
+    let path = req.uri().path().to_string();
+    if path == "/pulp/api/v3/status/" || path.ends_with("/pulp/api/v3/status/") {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(full("{\"versions\":[]}"))
+            .unwrap();
+    }
+    let content = s.files.lock().unwrap().get(&path).cloned();
+    let Some(content) = content else {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(full("not found\n"))
+            .unwrap();
+    };
+    let etag = "\"v1\"";
+    if req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .map(|v| v.as_bytes())
+        == Some(etag.as_bytes())
+    {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(full(""))
+            .unwrap();
+    }
+    let head = req.method() == http::Method::HEAD;
+    let builder = Response::builder().header(header::ETAG, etag);
+    match content {
+        Content::Bytes(b) => {
+            if let Some((start, end)) = range(&req, b.len() as u64) {
+                let part = b.slice(start as usize..=end as usize);
+                return builder
+                    .status(StatusCode::PARTIAL_CONTENT)
+                    .header(
+                        header::CONTENT_RANGE,
+                        format!("bytes {start}-{end}/{}", b.len()),
+                    )
+                    .header(header::CONTENT_LENGTH, part.len())
+                    .body(if head { full("") } else { full(part) })
+                    .unwrap();
+            }
+            builder
+                .header(header::CONTENT_LENGTH, b.len())
+                .body(if head { full("") } else { full(b) })
+                .unwrap()
+        }
+        Content::Pattern(len) => streamed(builder, len, head, move |tx| async move {
+            send_pattern(&tx, 0, len, Duration::ZERO, 64 * 1024).await;
+        }),
+        Content::Slow { len, chunks, delay } => {
+            streamed(builder, len, head, move |tx| async move {
+                send_pattern(&tx, 0, len, delay, len.div_ceil(chunks.max(1)) as usize).await;
+            })
+        }
+        Content::Stall { len, sent } => streamed(builder, len, head, move |tx| async move {
+            send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(tx);
+        }),
+        Content::Truncate { len, sent } => streamed(builder, len, head, move |tx| async move {
+            send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;
+            let _ = tx
+                .send(Err(std::io::Error::other("upstream dies mid-body")))
+                .await;
+        }),
+        Content::Redirect(status, location) => builder
+            .status(status)
+            .header(header::LOCATION, location)
+            .body(full(""))
+            .unwrap(),
+        Content::Delay(d) => {
+            tokio::time::sleep(d).await;
+            builder.body(full("late\n")).unwrap()
+        }
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn range(req: &Request<Incoming>, len: u64) -> Option<(u64, u64)> {
+    let v = req.headers().get(header::RANGE)?.to_str().ok()?;
+    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    let start: u64 = a.parse().ok()?;
+    let end: u64 = if b.is_empty() {
+        len - 1
+    } else {
+        b.parse().ok()?
+    };
+    (start <= end && end < len).then_some((start, end))
+}
+
+type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+fn streamed<F, Fut>(
+    builder: http::response::Builder,
+    len: u64,
+    head: bool,
+    produce: F,
+) -> Response<Body>
+where
+    F: FnOnce(Tx) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    if !head {
+        tokio::spawn(produce(tx));
+    }
+    builder
+        .header(header::CONTENT_LENGTH, len)
+        .body(if head {
+            full("")
+        } else {
+            ChannelBody(rx).boxed()
+        })
+        .unwrap()
+}
+
+async fn send_pattern(tx: &Tx, from: u64, to: u64, delay: Duration, chunk: usize) {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(chunk as u64);
+        let buf: Vec<u8> = (at..at + n).map(pattern_byte).collect();
+        if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+            return;
+        }
+        at += n;
+        if !delay.is_zero() && at < to {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
