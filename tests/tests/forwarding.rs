@@ -45,7 +45,10 @@ async fn large_file_streams_intact() {
     // Streaming, not buffering: the proxy's peak memory stays far below the
     // size of the file it passed on.
     let peak_kib = s.proxy.peak_rss_kib();
-    assert!(peak_kib < 40 * 1024, "peak RSS {peak_kib} KiB while streaming 64 MiB");
+    assert!(
+        peak_kib < 40 * 1024,
+        "peak RSS {peak_kib} KiB while streaming 64 MiB"
+    );
     s.assert_no_leaks();
 }
 
