@@ -75,6 +75,12 @@ pub struct Proxy {
     pub log_level: String,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: u32,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers accepted.
+    pub max_headers: usize,
+    /// Longest request target accepted, in bytes.
+    pub max_url_bytes: usize,
     /// A client must send its complete request head within this time.
     pub header_timeout: Duration,
     /// An idle keep-alive connection is closed after this time.
@@ -435,6 +441,17 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
         if p.max_connections == Some(0) {
             field("proxy.max_connections", Err("must be at least 1".into()));
         }
+        let mut limit = |key: &str, value: Option<usize>, min: usize, max: usize, default: usize| {
+            let v = value.unwrap_or(default);
+            if !(min..=max).contains(&v) {
+                field(key, Err(format!("must be between {min} and {max}")));
+            }
+            v
+        };
+        let max_header_bytes =
+            limit("proxy.max_header_bytes", p.max_header_bytes, 8192, 1 << 20, 16 * 1024);
+        let max_headers = limit("proxy.max_headers", p.max_headers, 8, 1024, 64);
+        let max_url_bytes = limit("proxy.max_url_bytes", p.max_url_bytes, 256, 1 << 20, 8192);
         if let Ok(l) = &listen {
             if l.socket_addr().port() == 0 {
                 warnings.push(format!(
@@ -456,6 +473,9 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
             allowed_paths: paths.into_iter().collect::<Result<_, _>>().ok()?,
             log_level,
             max_connections: p.max_connections.unwrap_or(1024),
+            max_header_bytes,
+            max_headers,
+            max_url_bytes,
             header_timeout,
             idle_timeout,
             shutdown_grace,

@@ -6,6 +6,7 @@
 //! count and outcome.
 
 use crate::access::Access;
+use crate::conn::Busy;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -35,11 +36,14 @@ pub struct ResponseBody {
     access: Access,
     bytes: u64,
     outcome: Option<Result<(), String>>,
+    // Keeps the connection out of its idle and header deadlines until the
+    // transfer is over.
+    _busy: Busy,
 }
 
 impl ResponseBody {
     /// Wraps `inner`; `access` is logged when the transfer ends.
-    pub fn new(inner: Incoming, stall: Duration, access: Access) -> Self {
+    pub fn new(inner: Incoming, stall: Duration, access: Access, busy: Busy) -> Self {
         Self {
             inner,
             stall,
@@ -47,6 +51,7 @@ impl ResponseBody {
             access,
             bytes: 0,
             outcome: None,
+            _busy: busy,
         }
     }
 }

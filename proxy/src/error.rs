@@ -90,6 +90,8 @@ pub enum Refusal {
     Body,
     /// The peer is outside `proxy.allowed_clients`.
     Client,
+    /// The request target is longer than `proxy.max_url_bytes`.
+    UriTooLong,
 }
 
 impl Refusal {
@@ -103,6 +105,7 @@ impl Refusal {
             Refusal::Host(_) => "host",
             Refusal::Body => "body",
             Refusal::Client => "client",
+            Refusal::UriTooLong => "url-length",
         }
     }
 }
@@ -119,6 +122,7 @@ impl fmt::Display for Refusal {
             Refusal::Host(why) => write!(f, "bad Host header: {why}"),
             Refusal::Body => f.write_str("GET and HEAD requests must not carry a body"),
             Refusal::Client => f.write_str("client address is outside proxy.allowed_clients"),
+            Refusal::UriTooLong => f.write_str("request target longer than proxy.max_url_bytes"),
         }
     }
 }

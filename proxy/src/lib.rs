@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod body;
+pub mod conn;
 pub mod credentials;
 pub mod error;
 pub mod listener;

@@ -49,18 +49,15 @@ pub fn check_interface(ip: IpAddr, interface: &str) -> Result<(), StartError> {
         .filter(|a| a.ip() == ip)
         .map(|a| a.name.as_str())
         .collect();
-    let found = match (on_it.is_empty(), elsewhere.first()) {
-        (_, Some(other)) => format!("it is on {other}"),
-        (true, None) => format!("{interface} is missing or has no address"),
-        (false, None) => format!(
-            "{interface} has {}",
-            on_it
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let mut found = if on_it.is_empty() {
+        format!("{interface} is missing or has no address")
+    } else {
+        let list: Vec<String> = on_it.iter().map(|a| a.to_string()).collect();
+        format!("{interface} has {}", list.join(", "))
     };
+    if let Some(other) = elsewhere.first() {
+        found.push_str(&format!("; the address is on {other}"));
+    }
     Err(StartError::NotOnInterface {
         addr: ip,
         interface: interface.to_string(),

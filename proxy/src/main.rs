@@ -93,10 +93,15 @@ async fn run(cli: Cli, reload: Option<FilterHandle>) -> Result<(), StartError> {
         auth,
         allowed_paths: proxy.allowed_paths.clone(),
         allowed_clients: proxy.allowed_clients.clone(),
+        max_url_bytes: proxy.max_url_bytes,
+        public_base: public_base(local),
     });
     let limits = Limits {
         max_connections: proxy.max_connections,
         header_timeout: proxy.header_timeout,
+        idle_timeout: proxy.idle_timeout,
+        max_header_bytes: proxy.max_header_bytes,
+        max_headers: proxy.max_headers,
         shutdown_grace: proxy.shutdown_grace,
     };
     server::serve(listener, state, limits, shutdown_signal()).await;
@@ -116,5 +121,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// `http://IP` when the port is 80, else `http://IP:PORT`; IPv6 in brackets.
+fn public_base(addr: std::net::SocketAddr) -> String {
+    match (addr.port(), addr.ip()) {
+        (80, std::net::IpAddr::V6(ip)) => format!("http://[{ip}]"),
+        (80, ip) => format!("http://{ip}"),
+        _ => format!("http://{addr}"),
     }
 }

@@ -4,6 +4,7 @@
 //! forwarded: nothing downstream re-reads the client's raw target.
 //!
 //! Rules, in order:
+//! 0. the request target is at most `proxy.max_url_bytes` long;
 //! 1. origin-form target only (no absolute-form, authority-form or `*`):
 //!    the proxy is never a forward proxy;
 //! 2. `GET` and `HEAD` only;
@@ -37,8 +38,15 @@ impl Decision {
 }
 
 /// Applies every rule to a request head.
-pub fn check(req: &request::Parts, allowed: &[PathPrefix]) -> Result<Decision, Refusal> {
+pub fn check(
+    req: &request::Parts,
+    allowed: &[PathPrefix],
+    max_url_bytes: usize,
+) -> Result<Decision, Refusal> {
     let uri = &req.uri;
+    if uri.path().len() + uri.query().map_or(0, |q| q.len() + 1) > max_url_bytes {
+        return Err(Refusal::UriTooLong);
+    }
     if uri.scheme().is_some() || uri.authority().is_some() || !uri.path().starts_with('/') {
         return Err(Refusal::TargetForm);
     }

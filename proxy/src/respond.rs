@@ -12,6 +12,7 @@ pub fn status(err: &ProxyError) -> StatusCode {
     match err {
         ProxyError::Refused(r) => match r {
             Refusal::Method => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
             Refusal::PathNotAllowed | Refusal::Client => StatusCode::FORBIDDEN,
             Refusal::TargetForm | Refusal::BadPath(_) | Refusal::Host(_) | Refusal::Body => {
                 StatusCode::BAD_REQUEST
@@ -37,6 +38,7 @@ fn reason(err: &ProxyError) -> &'static str {
             Refusal::Host(_) => "exactly one Host header is required",
             Refusal::Body => "GET and HEAD requests must not have a body",
             Refusal::Client => "this client is not allowed",
+            Refusal::UriTooLong => "the request target is too long",
         },
         ProxyError::Upstream(u) => match u {
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
@@ -68,7 +70,8 @@ pub fn error_response(err: &ProxyError) -> Response<Full<Bytes>> {
     if matches!(err, ProxyError::Refused(Refusal::Method)) {
         h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     }
-    if matches!(err, ProxyError::Refused(r) if status == StatusCode::BAD_REQUEST || *r == Refusal::Client)
+    if matches!(err, ProxyError::Refused(r) if status == StatusCode::BAD_REQUEST
+        || matches!(r, Refusal::Client | Refusal::UriTooLong))
     {
         // A malformed or unwelcome client gets no second request on this
         // connection.

@@ -13,8 +13,9 @@ use crate::policy::Decision;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
-use http::{request, Request, Version};
+use http::{request, HeaderValue, Request, Uri, Version};
 use http_body_util::Empty;
+use pulp_auth_config::UpstreamOrigin;
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) plus the legacy `Proxy-Connection`
 /// and `Keep-Alive`; never forwarded in either direction.
@@ -76,6 +77,47 @@ pub fn from_upstream(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Maps a redirect that points back into the upstream (absolute URL on the
+/// upstream origin, or an absolute path) to the same place behind the
+/// proxy, so the client keeps going through the proxy. Any other `Location`
+/// is left alone: the client follows it without credentials, because it
+/// never had any. `None` means "leave the header as it is".
+pub fn redirect(
+    location: &HeaderValue,
+    upstream: &UpstreamOrigin,
+    public_base: &str,
+) -> Option<HeaderValue> {
+    let text = location.to_str().ok()?;
+    let uri: Uri = text.parse().ok()?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => {
+            let default_port = if scheme.eq_ignore_ascii_case("https") {
+                443
+            } else {
+                80
+            };
+            let same_origin = scheme.eq_ignore_ascii_case(upstream.scheme().as_str())
+                && !authority.as_str().contains('@')
+                && authority.host().eq_ignore_ascii_case(upstream.host())
+                && authority.port_u16().unwrap_or(default_port) == upstream.port();
+            if !same_origin {
+                return None;
+            }
+        }
+        // An absolute-path reference, resolved against the upstream origin.
+        (None, None) if text.starts_with('/') && !text.starts_with("//") => {}
+        _ => return None,
+    }
+    let rest = uri
+        .path_and_query()?
+        .as_str()
+        .strip_prefix(upstream.prefix())?;
+    if !(rest.starts_with('/') || rest.starts_with('?') || rest.is_empty()) {
+        return None;
+    }
+    HeaderValue::from_str(&format!("{public_base}{rest}")).ok()
 }
 
 /// The header names a `Connection` header declares hop-by-hop.

@@ -2,6 +2,7 @@
 //! HTTP/1.1 server with a header-read timeout, and a graceful drain bounded
 //! by a grace period on shutdown.
 
+use crate::conn::{Activity, Deadline, TimedIo};
 use crate::service::{self, State};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -17,8 +18,14 @@ use tokio::sync::Semaphore;
 pub struct Limits {
     /// Connections served at once.
     pub max_connections: u32,
-    /// Time allowed for a request head.
+    /// Time allowed for a request head, from its first byte.
     pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
     /// How long in-flight requests may run on after shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -32,8 +39,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
+    // The header and idle deadlines live in `TimedIo`; hyper's own header
+    // timer would also cut idle keep-alive connections.
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     let graceful = GracefulShutdown::new();
@@ -49,11 +60,19 @@ pub async fn serve(
         };
         let allowed = state.client_allowed(peer.ip());
         let state = state.clone();
+        let activity = Activity::default();
+        let io = TimedIo::new(
+            stream,
+            activity.clone(),
+            limits.idle_timeout,
+            limits.header_timeout,
+        );
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let state = state.clone();
+            let busy = activity.busy();
             async move {
                 let resp = if allowed {
-                    service::handle(state, peer, req).await
+                    service::handle(state, peer, req, busy).await
                 } else {
                     let (parts, _) = req.into_parts();
                     service::refuse(peer, &parts, crate::error::Refusal::Client)
@@ -61,11 +80,11 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), svc);
+        let conn = http.serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, "connection ended: {}", crate::error::chain(&e));
+                log_connection_error(peer, &e);
             }
             drop(slot);
         });
@@ -107,4 +126,46 @@ async fn accept(
             None
         }
     }
+}
+
+/// Requests hyper refuses itself (it answers 400 or 431 and closes) and
+/// deadline closures get an info line saying why; ordinary disconnects are
+/// debug noise.
+fn log_connection_error(peer: std::net::SocketAddr, e: &hyper::Error) {
+    let deadline = deadline_of(e);
+    let (rule, status, why) = if e.is_parse_too_large() {
+        ("header-size", 431, "request head larger than proxy.max_header_bytes or more than proxy.max_headers headers")
+    } else if e.is_parse() {
+        ("malformed", 400, "malformed request head")
+    } else if deadline == Some(Deadline::Header) {
+        (
+            "header-timeout",
+            408,
+            "request head not complete within proxy.header_timeout_secs; connection closed",
+        )
+    } else {
+        let why = if deadline == Some(Deadline::Idle) {
+            "idle timeout".to_string()
+        } else {
+            crate::error::chain(e)
+        };
+        tracing::debug!(peer = %peer, "connection ended: {why}");
+        return;
+    };
+    tracing::info!(target: "access", peer = %peer, status, rule = %rule, "refused: {why}: {e}");
+}
+
+fn deadline_of(e: &hyper::Error) -> Option<Deadline> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(d) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<Deadline>())
+        {
+            return Some(*d);
+        }
+        cur = err.source();
+    }
+    None
 }

@@ -4,6 +4,7 @@
 
 use crate::access::Access;
 use crate::body::ResponseBody;
+use crate::conn::Busy;
 use crate::credentials::BasicAuth;
 use crate::error::{ProxyError, Refusal, UpstreamError};
 use crate::upstream::Upstream;
@@ -31,6 +32,10 @@ pub struct State {
     pub allowed_paths: Vec<PathPrefix>,
     /// `proxy.allowed_clients`; `None` serves every peer.
     pub allowed_clients: Option<Vec<ClientNet>>,
+    /// `proxy.max_url_bytes`.
+    pub max_url_bytes: usize,
+    /// `http://ADDR` of the proxy itself, for rewriting redirects.
+    pub public_base: String,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -53,13 +58,14 @@ pub async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
     req: Request<Incoming>,
+    busy: Busy,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     // GET and HEAD carry no body (the policy refuses any that announce one),
     // so the request body is dropped unread.
     let (parts, _body) = req.into_parts();
 
-    let decision = match policy::check(&parts, &state.allowed_paths) {
+    let decision = match policy::check(&parts, &state.allowed_paths, state.max_url_bytes) {
         Ok(d) => d,
         Err(refusal) => return refuse(peer, &parts, refusal),
     };
@@ -95,8 +101,17 @@ pub async fn handle(
 
     let (mut head, body) = resp.into_parts();
     rewrite::from_upstream(&mut head.headers);
+    if head.status.is_redirection() {
+        let moved = head
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|l| rewrite::redirect(l, state.upstream.origin(), &state.public_base));
+        if let Some(location) = moved {
+            head.headers.insert(http::header::LOCATION, location);
+        }
+    }
     access.status = head.status.as_u16();
-    let body = ResponseBody::new(body, state.upstream.body_timeout, access);
+    let body = ResponseBody::new(body, state.upstream.body_timeout, access, busy);
     Response::from_parts(head, Either::Left(body))
 }
 
@@ -111,7 +126,7 @@ pub fn refuse(
         target: "access",
         peer = %peer,
         method = %parts.method,
-        target = ?parts.uri.to_string(),
+        target = ?shorten(&parts.uri.to_string()),
         status = resp.status().as_u16(),
         rule = %refusal.rule(),
         reason = %refusal,
@@ -134,4 +149,12 @@ fn fail(access: Access, cause: UpstreamError) -> Response<ProxyBody> {
         "upstream failed: {cause}"
     );
     respond::error_response(&ProxyError::Upstream(cause)).map(Either::Right)
+}
+
+/// Keeps refused targets readable in the log; the rule says why anyway.
+fn shorten(target: &str) -> &str {
+    match target.char_indices().nth(256) {
+        Some((i, _)) => &target[..i],
+        None => target,
+    }
 }

@@ -98,3 +98,24 @@ impl Setup {
         leak::assert_clean("the proxy's log", self.proxy.log_text().as_bytes());
     }
 }
+
+/// A config edit that adds `keys` (TOML lines) to the `[proxy]` section.
+pub fn proxy_keys(keys: &str) -> impl FnOnce(String) -> String + '_ {
+    move |c| c.replacen("[proxy]\n", &format!("[proxy]\n{keys}\n"), 1)
+}
+
+/// A config edit that adds `keys` (TOML lines) to the `[upstream]` section.
+pub fn upstream_keys(keys: &str) -> impl FnOnce(String) -> String + '_ {
+    move |c| c.replacen("[upstream]\n", &format!("[upstream]\n{keys}\n"), 1)
+}
+
+/// The status code of the first response in raw response bytes.
+pub fn first_status(raw: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(raw.get(..12)?).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// How many responses raw response bytes hold.
+pub fn count_responses(raw: &[u8]) -> usize {
+    raw.windows(9).filter(|w| w == b"HTTP/1.1 ").count()
+}

@@ -86,9 +86,10 @@ impl Recorded {
 }
 
 /// TLS versions the upstream offers.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub enum Versions {
     /// 1.2 and 1.3.
+    #[default]
     Both,
     /// 1.3 only.
     Tls13,

@@ -1,6 +1,11 @@
 //! End-to-end tests: the real `pulp-auth-proxy` binary against a real TLS
-//! upstream on loopback. One test binary, one module per area.
+//! upstream on loopback. One test binary, one module per area. Every test
+//! ends with a leak check of the responses and the proxy's trace-level log.
 
 mod config_errors;
+mod failures;
 mod forwarding;
+mod listening;
+mod policy;
+mod smuggling;
 mod tls;

@@ -88,3 +88,37 @@ fn response_hop_by_hop_removed_length_kept() {
     assert_eq!(h["content-length"], "10");
     assert_eq!(h["etag"], "\"e\"");
 }
+
+#[test]
+fn redirects_into_the_upstream_come_back_through_the_proxy() {
+    let up = upstream();
+    let o = up.origin();
+    let base = "http://127.0.0.1:8080";
+    let cases = [
+        (
+            "https://pulp.example.test:8443/base/pulp/content/b?x=1",
+            Some("http://127.0.0.1:8080/pulp/content/b?x=1"),
+        ),
+        (
+            "HTTPS://PULP.example.test:8443/base/pulp/content/b",
+            Some("http://127.0.0.1:8080/pulp/content/b"),
+        ),
+        (
+            "/base/pulp/content/c/",
+            Some("http://127.0.0.1:8080/pulp/content/c/"),
+        ),
+        // Elsewhere: the client follows it on its own, without credentials.
+        ("https://cdn.example.test/pulp/content/b", None),
+        ("https://pulp.example.test/base/pulp/content/b", None),
+        ("http://pulp.example.test:8443/base/pulp/content/b", None),
+        ("https://user@pulp.example.test:8443/base/x", None),
+        ("//pulp.example.test:8443/base/x", None),
+        ("/other/x", None),
+        ("/basement/x", None),
+        ("relative/x", None),
+    ];
+    for (loc, want) in cases {
+        let got = redirect(&HeaderValue::from_static(loc), o, base);
+        assert_eq!(got.as_ref().map(|v| v.to_str().unwrap()), want, "{loc}");
+    }
+}

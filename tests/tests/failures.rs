@@ -1,0 +1,179 @@
+//! Promise 6: a failing upstream gives a clear 5xx and a log line naming
+//! the cause; never a hang, never a truncated body that looks complete.
+
+use e2e::client::{get, get_hashed};
+use e2e::upstream::{Content, Versions};
+use e2e::{upstream_keys, Setup};
+use http::StatusCode;
+use std::time::{Duration, Instant};
+
+fn log_has(s: &Setup, needles: &[&str]) {
+    let log = s.proxy.log_text();
+    assert!(
+        log.lines().any(|l| needles.iter().all(|n| l.contains(n))),
+        "no log line with {needles:?}:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_become_502_without_a_challenge() {
+    let s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    s.upstream.refuse_credentials(true);
+    let got = get(s.proxy.addr, "/pulp/content/a").await;
+    assert_eq!(got.status, 502);
+    assert!(!got.headers.contains_key("www-authenticate"));
+    assert!(String::from_utf8_lossy(&got.body).contains("refused the proxy's credentials"));
+    log_has(
+        &s,
+        &["kind=credentials-refused", "401", "check upstream.username"],
+    );
+    s.saw(&got);
+    s.upstream.refuse_credentials(false);
+    assert_eq!(get(s.proxy.addr, "/pulp/content/a").await.status, 200);
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn connection_refused_is_502_fast() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::start_with(Versions::Both, "", |c| {
+        let at = c.find("url = ").unwrap();
+        let end = c[at..].find('\n').unwrap() + at;
+        format!(
+            "{}url = \"https://127.0.0.1:{port}\"{}",
+            &c[..at],
+            &c[end..]
+        )
+    })
+    .await;
+    let started = Instant::now();
+    let got = get(s.proxy.addr, "/pulp/content/a").await;
+    assert_eq!(got.status, 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    log_has(&s, &["kind=connect-refused", "refused the connection"]);
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn silent_upstream_is_a_connect_timeout() {
+    // Accepts TCP but never speaks TLS: the handshake must time out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let s = Setup::start_with(Versions::Both, "", |c| {
+        let c = c.replace("[upstream]\n", "[upstream]\nconnect_timeout_secs = 1\n");
+        let at = c.find("url = ").unwrap();
+        let end = c[at..].find('\n').unwrap() + at;
+        format!(
+            "{}url = \"https://127.0.0.1:{port}\"{}",
+            &c[..at],
+            &c[end..]
+        )
+    })
+    .await;
+    let got = get(s.proxy.addr, "/pulp/content/a").await;
+    assert_eq!(got.status, 504);
+    log_has(&s, &["kind=connect-timeout"]);
+    hold.abort();
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn slow_response_head_is_504() {
+    let s = Setup::start_with(
+        Versions::Both,
+        "",
+        upstream_keys("response_timeout_secs = 1"),
+    )
+    .await;
+    s.upstream
+        .put("/pulp/content/slow", Content::Delay(Duration::from_secs(5)));
+    let got = get(s.proxy.addr, "/pulp/content/slow").await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
+    log_has(
+        &s,
+        &["kind=response-timeout", "upstream.response_timeout_secs"],
+    );
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn stalled_body_aborts_the_client_connection() {
+    let s = Setup::start_with(Versions::Both, "", upstream_keys("body_timeout_secs = 1")).await;
+    s.upstream.put(
+        "/pulp/content/stall",
+        Content::Stall {
+            len: 1 << 20,
+            sent: 100_000,
+        },
+    );
+    let err = get_hashed(s.proxy.addr, "/pulp/content/stall")
+        .await
+        .unwrap_err();
+    assert!(err.contains("body broke"), "{err}");
+    log_has(&s, &["request aborted", "stalled", "status=200"]);
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn upstream_dying_mid_body_truncates_visibly() {
+    let s = Setup::start().await;
+    s.upstream.put(
+        "/pulp/content/cut",
+        Content::Truncate {
+            len: 1 << 20,
+            sent: 200_000,
+        },
+    );
+    let err = get_hashed(s.proxy.addr, "/pulp/content/cut")
+        .await
+        .unwrap_err();
+    assert!(err.contains("body broke"), "{err}");
+    log_has(&s, &["request aborted", "upstream body failed"]);
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn redirects_into_the_upstream_are_rewritten() {
+    let s = Setup::start_with(Versions::Both, "/prefix", |c| c).await;
+    let up = s.upstream.url();
+    s.upstream.put(
+        "/prefix/pulp/content/moved",
+        Content::Redirect(
+            StatusCode::MOVED_PERMANENTLY,
+            format!("{up}/prefix/pulp/content/new?x=1"),
+        ),
+    );
+    s.upstream.put(
+        "/prefix/pulp/content/away",
+        Content::Redirect(StatusCode::FOUND, "https://cdn.example.test/blob/1".into()),
+    );
+    let moved = get(s.proxy.addr, "/pulp/content/moved").await;
+    assert_eq!(moved.status, 301);
+    assert_eq!(
+        moved.headers["location"],
+        format!("http://{}/pulp/content/new?x=1", s.proxy.addr)
+    );
+    let away = get(s.proxy.addr, "/pulp/content/away").await;
+    assert_eq!(away.status, 302);
+    assert_eq!(away.headers["location"], "https://cdn.example.test/blob/1");
+    s.saw(&moved);
+    s.saw(&away);
+    s.assert_no_leaks();
+}
