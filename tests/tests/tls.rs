@@ -90,14 +90,21 @@ async fn tls12_only_upstream_works() {
 async fn plaintext_needs_the_opt_in_and_warns_at_every_start() {
     let scratch = Scratch::new();
     TestCa::new().write_pem(&scratch.path("ca.pem"));
-    let text = config("http://127.0.0.1:9", &scratch.path("ca.pem"), &scratch.path("pw"));
+    let text = config(
+        "http://127.0.0.1:9",
+        &scratch.path("ca.pem"),
+        &scratch.path("pw"),
+    );
     let (status, log) = Proxy::run(&scratch.write_config(&text), &[]);
     assert_eq!(status.code(), Some(78), "{log}");
-    let cfg = scratch.write_config(&text.replace("[upstream]\n", "[upstream]\nallow_plaintext = true\n"));
+    let cfg =
+        scratch.write_config(&text.replace("[upstream]\n", "[upstream]\nallow_plaintext = true\n"));
     let proxy = Proxy::start(&cfg, &[]);
     let log = proxy.log_text();
     assert!(
-        log.lines().any(|l| l.contains("WARN") && l.contains("allow_plaintext") && l.contains("unencrypted")),
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("allow_plaintext")
+            && l.contains("unencrypted")),
         "{log}"
     );
     leak::assert_clean("the proxy's log", log.as_bytes());
