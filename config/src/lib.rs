@@ -73,6 +73,11 @@ pub struct Proxy {
     pub allowed_paths: Vec<PathPrefix>,
     /// The log filter when `RUST_LOG` is not set.
     pub log_level: String,
+    /// `text` (default) or `json` log lines.
+    pub log_format: LogFormat,
+    /// A separate address for `/metrics`; when absent, the main listener
+    /// answers `/metrics`.
+    pub metrics_listen: Option<ListenAddr>,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: u32,
     /// Largest request head (request line and headers) accepted, in bytes.
@@ -87,6 +92,15 @@ pub struct Proxy {
     pub idle_timeout: Duration,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line, for journald or Loki.
+    Json,
 }
 
 /// `[upstream]`.
@@ -438,6 +452,16 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
                 Err(format!("`{log_level}` is not one of error, warn, info, debug, trace")),
             );
         }
+        let log_format = match p.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                field("proxy.log_format", Err(format!("`{other}` is not `text` or `json`")));
+                LogFormat::Text
+            }
+        };
+        let metrics_listen = p.metrics_listen.as_deref().map(ListenAddr::parse).transpose();
+        field("proxy.metrics_listen", metrics_listen.as_ref().map(|_| ()).map_err(Clone::clone));
         if p.max_connections == Some(0) {
             field("proxy.max_connections", Err("must be at least 1".into()));
         }
@@ -472,6 +496,8 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
             allowed_clients: clients.map(|c| c.into_iter().collect::<Result<_, _>>()).transpose().ok()?,
             allowed_paths: paths.into_iter().collect::<Result<_, _>>().ok()?,
             log_level,
+            log_format,
+            metrics_listen: metrics_listen.ok()?,
             max_connections: p.max_connections.unwrap_or(1024),
             max_header_bytes,
             max_headers,

@@ -34,6 +34,8 @@ pub(crate) struct RawProxy {
     pub allowed_clients: Option<Vec<String>>,
     pub allowed_paths: Option<Vec<String>>,
     pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    pub metrics_listen: Option<String>,
     pub max_connections: Option<u32>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,

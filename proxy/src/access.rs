@@ -25,6 +25,8 @@ pub struct Access {
     pub started: Instant,
     /// Time to the upstream's response head, if anything was sent.
     pub upstream: Option<Duration>,
+    /// Where the request is counted.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Access {
@@ -33,6 +35,7 @@ impl Access {
     pub fn finish(&self, bytes: u64, outcome: Result<(), String>) {
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let upstream_ms = self.upstream.map(|d| d.as_millis() as u64);
+        self.metrics.request(&self.method, self.status, bytes);
         match outcome {
             Ok(()) => tracing::info!(
                 target: "access",

@@ -52,6 +52,12 @@ pub enum StartError {
         /// What was found instead.
         found: String,
     },
+    /// The socket systemd passed is not usable or not the configured one.
+    #[error("socket activation: {0}")]
+    Inherited(String),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
     /// Reading the host's interfaces failed.
     #[error("cannot list network interfaces to check proxy.interface: {0}")]
     Interfaces(std::io::Error),
@@ -66,7 +72,8 @@ impl StartError {
             | StartError::Credentials(_)
             | StartError::CaFile { .. }
             | StartError::UpstreamHost
-            | StartError::NotOnInterface { .. } => 78,
+            | StartError::NotOnInterface { .. }
+            | StartError::Inherited(_) => 78,
             _ => 1,
         }
     }

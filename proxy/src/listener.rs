@@ -64,3 +64,56 @@ pub fn check_interface(ip: IpAddr, interface: &str) -> Result<(), StartError> {
         found,
     })
 }
+
+/// Takes the listening socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`,
+/// as with `pulp-auth-proxy.socket`), if any, and holds it to the same rules
+/// as one the proxy binds itself: exactly `proxy.listen`, never a wildcard,
+/// on `proxy.interface` when set.
+pub fn inherited(proxy: &Proxy) -> Result<Option<TcpListener>, StartError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let bad = |reason: String| StartError::Inherited(reason);
+    match fds.len() {
+        0 => return Ok(None),
+        1 => {}
+        n => {
+            return Err(bad(format!(
+                "systemd passed {n} sockets; the proxy takes exactly one (one ListenStream= in pulp-auth-proxy.socket)"
+            )))
+        }
+    }
+    let socket = fds
+        .take_tcp_listener(0)
+        .map_err(|e| bad(format!("the passed socket is not a TCP listener: {e}")))?
+        .ok_or_else(|| bad("the passed socket was already taken".into()))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| bad(format!("cannot read the passed socket's address: {e}")))?;
+    pulp_auth_config::ListenAddr::new(local).map_err(|e| bad(format!("the passed socket {e}")))?;
+    if local != proxy.listen.socket_addr() {
+        return Err(bad(format!(
+            "the passed socket listens on {local} but proxy.listen is {}; make ListenStream= match proxy.listen",
+            proxy.listen
+        )));
+    }
+    if let Some(interface) = &proxy.interface {
+        check_interface(local.ip(), interface.as_str())?;
+    }
+    socket
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(socket))
+        .map(Some)
+        .map_err(|e| bad(format!("cannot use the passed socket: {e}")))
+}
+
+/// Binds `proxy.metrics_listen` (loopback or another trusted address; the
+/// config type already refused wildcards).
+pub async fn bind_metrics(addr: pulp_auth_config::ListenAddr) -> Result<TcpListener, StartError> {
+    let addr = addr.socket_addr();
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr,
+            source,
+            hint: " (proxy.metrics_listen)",
+        })
+}

@@ -1,19 +1,24 @@
 //! The `pulp-auth-proxy` binary. Start order is fixed and each step can
-//! fail on its own: logging, configuration (exit 78), password (78), TLS
-//! trust (78), bind with the address checks (1), serve.
+//! fail on its own: configuration (exit 78), logging, password (78), TLS
+//! trust (78), listening socket, inherited or bound, with the address
+//! checks (78 or 1), `READY=1`, serve.
 
 use clap::Parser;
-use pulp_auth_config::credentials::load_password;
-use pulp_auth_config::Config;
+use pulp_auth_config::credentials::{load_password, PasswordSource};
+use pulp_auth_config::{Config, LogFormat};
 use pulp_auth_proxy::credentials::BasicAuth;
 use pulp_auth_proxy::error::StartError;
+use pulp_auth_proxy::listener;
+use pulp_auth_proxy::metrics::Metrics;
 use pulp_auth_proxy::server::{self, Limits};
-use pulp_auth_proxy::service::State;
+use pulp_auth_proxy::service::{Live, State};
 use pulp_auth_proxy::upstream::{self, Upstream};
+use sd_notify::NotifyState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tracing_subscriber::{reload, EnvFilter};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Forwards GET and HEAD requests for Pulp content to the upstream, adding
 /// the basic-auth credentials, so that image builds never hold them.
@@ -23,79 +28,120 @@ struct Cli {
     /// The configuration file (TOML); PULP_AUTH_PROXY_* variables override it.
     #[arg(long, value_name = "FILE", default_value = pulp_auth_config::DEFAULT_PATH)]
     config: PathBuf,
+    /// Load and check the configuration, the password and the CA file, then
+    /// exit (0 when everything is usable) without listening.
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let reload = init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(run(cli, reload)) {
+    let loaded = Config::load(&cli.config);
+    init_logging(loaded.as_ref().ok().and_then(|c| c.proxy.as_ref()));
+    let result = loaded.map_err(StartError::from).and_then(|config| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?
+            .block_on(run(&cli, &config))
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            let _ = sd_notify::notify(false, &[NotifyState::Status(&format!("failed: {e}"))]);
             ExitCode::from(e.exit_code() as u8)
         }
     }
 }
 
-type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
-
-/// Logs go to stderr (journald picks them up under systemd). `RUST_LOG`
-/// wins over `proxy.log_level`, which is applied once the config is read.
-fn init_logging() -> Option<FilterHandle> {
-    use tracing_subscriber::prelude::*;
-    let from_env = std::env::var_os("RUST_LOG").is_some();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    tracing_subscriber::registry().with(filter).with(fmt).init();
-    (!from_env).then_some(handle)
+/// Logs go to stderr (journald under systemd). `RUST_LOG` wins over
+/// `proxy.log_level`.
+fn init_logging(proxy: Option<&pulp_auth_config::Proxy>) {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    let level = proxy.map_or("info", |p| p.log_level.as_str());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let json = proxy.is_some_and(|p| p.log_format == LogFormat::Json);
+    let text = (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_ansi(false));
+    let json = json.then(|| fmt::layer().json().with_writer(std::io::stderr));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .init();
 }
 
-async fn run(cli: Cli, reload: Option<FilterHandle>) -> Result<(), StartError> {
-    let config = Config::load(&cli.config)?;
+/// The password and trust anchors, read now; used at start and on SIGHUP.
+fn load_live(upstream: &pulp_auth_config::Upstream) -> Result<(Live, PasswordSource), StartError> {
+    let (password, source) =
+        load_password(upstream.password_file.as_deref(), |k| std::env::var_os(k))?;
+    let auth = BasicAuth::new(&upstream.username, &password);
+    drop(password);
+    let tls = upstream::tls_config(upstream.ca_file.as_deref())?;
+    let client = Upstream::new(upstream, tls)?;
+    Ok((
+        Live {
+            upstream: client,
+            auth,
+        },
+        source,
+    ))
+}
+
+async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     let proxy = config.proxy()?;
     let upstream_config = config.upstream()?;
-    if let Some(handle) = reload {
-        let _ = handle.reload(EnvFilter::new(&proxy.log_level));
-    }
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-
-    let (password, source) = load_password(upstream_config.password_file.as_deref(), |k| {
-        std::env::var_os(k)
-    })?;
-    let auth = BasicAuth::new(&upstream_config.username, &password);
-    drop(password);
+    let (live, source) = load_live(upstream_config)?;
     tracing::info!(%source, "loaded the upstream password");
 
-    let tls = upstream::tls_config(upstream_config.ca_file.as_deref())?;
-    let upstream = Upstream::new(upstream_config, tls)?;
+    if cli.check_config {
+        if let Some(interface) = &proxy.interface {
+            listener::check_interface(proxy.listen.socket_addr().ip(), interface.as_str())?;
+        }
+        println!(
+            "{}: configuration is valid (listen {}, upstream {}, password from {source})",
+            cli.config.display(),
+            proxy.listen,
+            upstream_config.origin
+        );
+        return Ok(());
+    }
 
-    let listener = pulp_auth_proxy::listener::bind(proxy).await?;
-    let local = listener.local_addr().map_err(StartError::Interfaces)?;
-    tracing::info!(listen = %local, upstream = %upstream.origin(), "listening");
+    let (socket, how) = match listener::inherited(proxy)? {
+        Some(l) => (l, "socket from systemd"),
+        None => (listener::bind(proxy).await?, "bound"),
+    };
+    let local = socket.local_addr().map_err(StartError::Interfaces)?;
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(State::new(live, proxy, public_base(local), metrics));
+    let metrics_socket = match proxy.metrics_listen {
+        Some(addr) => Some(listener::bind_metrics(addr).await?),
+        None => None,
+    };
+    tracing::info!(listen = %local, socket = how, upstream = %upstream_config.origin, "listening");
 
-    let state = Arc::new(State {
-        upstream,
-        auth,
-        allowed_paths: proxy.allowed_paths.clone(),
-        allowed_clients: proxy.allowed_clients.clone(),
-        max_url_bytes: proxy.max_url_bytes,
-        public_base: public_base(local),
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let status = format!("serving on {local}");
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
+    tokio::spawn(watchdog());
+    tokio::spawn(reload_on_hup(state.clone(), upstream_config.clone()));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
     });
+
+    if let Some(m) = metrics_socket {
+        tracing::info!(metrics_listen = ?proxy.metrics_listen.map(|a| a.to_string()), "serving /metrics separately");
+        tokio::spawn(server::serve_metrics(
+            m,
+            state.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
     let limits = Limits {
         max_connections: proxy.max_connections,
         header_timeout: proxy.header_timeout,
@@ -104,8 +150,61 @@ async fn run(cli: Cli, reload: Option<FilterHandle>) -> Result<(), StartError> {
         max_headers: proxy.max_headers,
         shutdown_grace: proxy.shutdown_grace,
     };
-    server::serve(listener, state, limits, shutdown_signal()).await;
+    server::serve(socket, state, limits, stopped(stop_rx)).await;
     Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// `http://IP` when the port is 80, else `http://IP:PORT`; IPv6 in brackets.
+fn public_base(addr: std::net::SocketAddr) -> String {
+    match (addr.port(), addr.ip()) {
+        (80, std::net::IpAddr::V6(ip)) => format!("http://[{ip}]"),
+        (80, ip) => format!("http://{ip}"),
+        _ => format!("http://{addr}"),
+    }
+}
+
+/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, from the
+/// runtime that serves requests, so a wedged runtime stops the pings.
+async fn watchdog() {
+    // As libsystemd's sd_watchdog_enabled(): WATCHDOG_USEC set, and
+    // WATCHDOG_PID, when present, naming this process.
+    let var = |k| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let usec = match (var("WATCHDOG_USEC"), var("WATCHDOG_PID")) {
+        (Some(usec), None) if usec > 0 => usec,
+        (Some(usec), Some(pid)) if usec > 0 && pid == u64::from(std::process::id()) => usec,
+        _ => return,
+    };
+    let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
+    loop {
+        tick.tick().await;
+        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
+    }
+}
+
+/// SIGHUP re-reads the password source and the CA file. A new value that
+/// fails to load leaves the current one in force; transfers in flight keep
+/// the client they started with.
+async fn reload_on_hup(state: Arc<State>, upstream: pulp_auth_config::Upstream) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; credential rotation needs a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match load_live(&upstream) {
+            Ok((live, source)) => {
+                state.replace(live).await;
+                tracing::info!(%source, "SIGHUP: reloaded the upstream password and trust anchors");
+            }
+            Err(e) => tracing::error!(
+                "SIGHUP: reload failed, the current password and trust anchors stay in force: {e}"
+            ),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -121,14 +220,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// `http://IP` when the port is 80, else `http://IP:PORT`; IPv6 in brackets.
-fn public_base(addr: std::net::SocketAddr) -> String {
-    match (addr.port(), addr.ip()) {
-        (80, std::net::IpAddr::V6(ip)) => format!("http://[{ip}]"),
-        (80, ip) => format!("http://{ip}"),
-        _ => format!("http://{addr}"),
     }
 }

@@ -59,6 +59,8 @@ pub async fn serve(
             continue;
         };
         let allowed = state.client_allowed(peer.ip());
+        let open = state.metrics.connection();
+        let metrics = state.metrics.clone();
         let state = state.clone();
         let activity = Activity::default();
         let io = TimedIo::new(
@@ -75,7 +77,7 @@ pub async fn serve(
                     service::handle(state, peer, req, busy).await
                 } else {
                     let (parts, _) = req.into_parts();
-                    service::refuse(peer, &parts, crate::error::Refusal::Client)
+                    service::refuse(&state.metrics, peer, &parts, crate::error::Refusal::Client)
                 };
                 Ok::<_, std::convert::Infallible>(resp)
             }
@@ -84,9 +86,9 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                log_connection_error(peer, &e);
+                log_connection_error(&metrics, peer, &e);
             }
-            drop(slot);
+            drop((slot, open));
         });
     }
 
@@ -131,7 +133,11 @@ async fn accept(
 /// Requests hyper refuses itself (it answers 400 or 431 and closes) and
 /// deadline closures get an info line saying why; ordinary disconnects are
 /// debug noise.
-fn log_connection_error(peer: std::net::SocketAddr, e: &hyper::Error) {
+fn log_connection_error(
+    metrics: &crate::metrics::Metrics,
+    peer: std::net::SocketAddr,
+    e: &hyper::Error,
+) {
     let deadline = deadline_of(e);
     let (rule, status, why) = if e.is_parse_too_large() {
         ("header-size", 431, "request head larger than proxy.max_header_bytes or more than proxy.max_headers headers")
@@ -152,6 +158,7 @@ fn log_connection_error(peer: std::net::SocketAddr, e: &hyper::Error) {
         tracing::debug!(peer = %peer, "connection ended: {why}");
         return;
     };
+    metrics.refusal(rule);
     tracing::info!(target: "access", peer = %peer, status, rule = %rule, "refused: {why}: {e}");
 }
 
@@ -168,4 +175,53 @@ fn deadline_of(e: &hyper::Error) -> Option<Deadline> {
         cur = err.source();
     }
     None
+}
+
+/// Serves only `/metrics` (and `/healthz`) on `proxy.metrics_listen`, until
+/// `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("metrics accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let state = state.clone();
+            async move {
+                let endpoint = match req.uri().path() {
+                    "/metrics" => Some(crate::health::Endpoint::Metrics),
+                    "/healthz" => Some(crate::health::Endpoint::Health),
+                    _ => None,
+                };
+                let resp = match endpoint {
+                    Some(e) => service::local(&state, e).await,
+                    None => crate::health::text(
+                        http::StatusCode::NOT_FOUND,
+                        "only /metrics and /healthz are served here\n".into(),
+                        "text/plain; charset=utf-8",
+                    ),
+                };
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
 }

@@ -102,11 +102,16 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
+            // Text (`listen=ADDR`) and JSON (`"listen":"ADDR"`) log lines.
             if let Some(addr) = text
                 .lines()
                 .find(|l| l.contains("listening"))
-                .and_then(|l| l.split("listen=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|l| {
+                    l.split("listen=")
+                        .nth(1)
+                        .or_else(|| l.split("\"listen\":\"").nth(1))
+                })
+                .and_then(|rest| rest.split([' ', '"']).next())
             {
                 return Proxy {
                     addr: addr.parse().unwrap(),

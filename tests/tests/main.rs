@@ -7,5 +7,6 @@ mod failures;
 mod forwarding;
 mod listening;
 mod policy;
+mod service;
 mod smuggling;
 mod tls;

@@ -1,0 +1,504 @@
+//! The proxy as a systemd service: the shipped units' sandbox, readiness
+//! and watchdog over a real notify socket, socket activation, --check-config,
+//! SIGHUP credential rotation, health, readiness, metrics and JSON logs.
+
+use e2e::client::{get, get_hashed, pattern_sha256};
+use e2e::proxy::{Proxy, Scratch};
+use e2e::upstream::Content;
+use e2e::{leak, proxy_keys, Setup};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn unit_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
+}
+
+/// The shipped units with the binary path pointed at the built binary.
+fn staged_units() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = e2e::bin("pulp-auth-proxy");
+    for entry in std::fs::read_dir(unit_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".service") || name.ends_with(".socket") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.replace("/usr/local/bin/pulp-auth-proxy", bin.to_str().unwrap());
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn shipped_units_are_sandboxed_to_exposure_1_5_or_lower() {
+    let dir = staged_units();
+    for unit in [
+        "pulp-auth-proxy.service",
+        "pulp-auth-proxy-activated.service",
+    ] {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(dir.path().join(unit))
+            .output()
+            .expect("systemd-analyze is missing: install Debian's systemd package");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|rest| rest.split(':').nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+        assert!(score <= 1.5, "{unit}: exposure {score} > 1.5:\n{text}");
+    }
+}
+
+#[test]
+fn shipped_units_verify() {
+    let dir = staged_units();
+    let out = Command::new("systemd-analyze")
+        .current_dir(dir.path())
+        .args([
+            "verify",
+            "pulp-auth-proxy.service",
+            "pulp-auth-proxy.socket",
+            "pulp-auth-proxy-activated.service",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+}
+
+fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (sock, path)
+}
+
+fn next_message(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("no sd_notify message in 10 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifies_ready_watchdog_and_stopping() {
+    let s = Setup::start().await;
+    let (sock, path) = notify_socket(s.scratch.dir.path());
+    let text = std::fs::read_to_string(s.scratch.path("config.toml")).unwrap();
+    let cfg = s.scratch.path("notify.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut p = tokio::task::block_in_place(|| {
+        Proxy::start(
+            &cfg,
+            &[
+                ("NOTIFY_SOCKET", path.to_str().unwrap()),
+                ("WATCHDOG_USEC", "200000"),
+            ],
+        )
+    });
+    let ready = sock_message_or_log(&sock, &p);
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(
+        ready.contains(&format!("STATUS=serving on {}", p.addr)),
+        "{ready}"
+    );
+    // Listening before READY: a request right now succeeds.
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    assert_eq!(get(p.addr, "/pulp/content/a").await.status, 200);
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 3 {
+        if next_message(&sock).contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "watchdog pings too slow"
+    );
+    p.signal("TERM");
+    let stopping = loop {
+        let m = next_message(&sock);
+        if !m.contains("WATCHDOG=1") {
+            break m;
+        }
+    };
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    let exit = tokio::task::block_in_place(|| p.wait(Duration::from_secs(10)));
+    assert_eq!(exit.and_then(|e| e.code()), Some(0));
+    leak::assert_clean("the proxy's log", p.log_text().as_bytes());
+}
+
+fn sock_message_or_log(sock: &UnixDatagram, p: &Proxy) -> String {
+    let mut buf = [0u8; 4096];
+    match sock.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => panic!("no sd_notify message ({e}); proxy log:\n{}", p.log_text()),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn inherited_socket_is_used_and_checked() {
+    let s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    let port = free_port();
+    let text = std::fs::read_to_string(s.scratch.path("config.toml")).unwrap();
+    let cfg = s
+        .scratch
+        .write_config(&text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
+    let log = s.scratch.path("activated.log");
+    // systemd-socket-activate passes the socket exactly as systemd does:
+    // fd 3, LISTEN_FDS=1, LISTEN_PID of the program; it starts the program on
+    // the first connection, which waits in the backlog meanwhile.
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", &format!("127.0.0.1:{port}"), "-E", "RUST_LOG=debug"])
+        .arg(e2e::bin("pulp-auth-proxy"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate is missing: install Debian's systemd package");
+    wait_for_port(port);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let got = get(addr, "/pulp/content/a").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got.status, 200, "{text}");
+    assert!(text.contains("socket=\"socket from systemd\""), "{text}");
+
+    // A socket on another address than proxy.listen is refused.
+    let other = free_port();
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", &format!("127.0.0.1:{other}")])
+        .arg(e2e::bin("pulp-auth-proxy"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_port(other);
+    let _ = tokio::net::TcpStream::connect(("127.0.0.1", other)).await;
+    let status = wait_exit(&mut child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status, Some(78), "{text}");
+    assert!(
+        text.contains(&format!(
+            "listens on 127.0.0.1:{other} but proxy.listen is 127.0.0.1:{port}"
+        )),
+        "{text}"
+    );
+    leak::assert_clean("the proxy's log", text.as_bytes());
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn check_config_validates_without_listening() {
+    let s = Scratch::new();
+    e2e::pki::TestCa::new().write_pem(&s.path("ca.pem"));
+    let port = free_port();
+    let text = e2e::proxy::config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"))
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let cfg = s.write_config(&text);
+    let out = Command::new(e2e::bin("pulp-auth-proxy"))
+        .args(["--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "--check-config listened"
+    );
+    std::fs::write(s.path("ca.pem"), "junk").unwrap();
+    let out = Command::new(e2e::bin("pulp-auth-proxy"))
+        .args(["--check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.ca_file"));
+}
+
+const NEW_PASSWORD: &str = "rotated fake:@/%+ pass";
+
+#[tokio::test]
+async fn sighup_rotates_credentials_without_interrupting_transfers() {
+    let s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    let len = 4 * 1024 * 1024;
+    s.upstream.put(
+        "/pulp/content/slow",
+        Content::Slow {
+            len,
+            chunks: 10,
+            delay: Duration::from_millis(150),
+        },
+    );
+    let addr = s.proxy.addr;
+    let transfer = tokio::spawn(async move { get_hashed(addr, "/pulp/content/slow").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    s.scratch.write_password(NEW_PASSWORD);
+    s.upstream.expect_password(NEW_PASSWORD);
+    s.proxy.signal("HUP");
+    wait_for_log(&s, "reloaded the upstream password");
+    assert_eq!(
+        get(addr, "/pulp/content/a").await.status,
+        200,
+        "new password not in use"
+    );
+    let last = s
+        .upstream
+        .requests()
+        .last()
+        .unwrap()
+        .header("authorization");
+    assert_ne!(last, vec![e2e::basic_header()], "old password still sent");
+
+    // A broken new value is refused; the current one stays in force.
+    std::fs::write(s.scratch.path("pw"), "\n").unwrap();
+    s.proxy.signal("HUP");
+    wait_for_log(&s, "reload failed");
+    assert_eq!(get(addr, "/pulp/content/a").await.status, 200);
+
+    let (status, n, digest) = transfer.await.unwrap().expect("in-flight transfer broke");
+    assert_eq!((status.as_u16(), n), (200, len));
+    assert_eq!(digest, pattern_sha256(len));
+    s.assert_no_leaks();
+    let log = s.proxy.log_text();
+    assert!(
+        !log.contains(NEW_PASSWORD) && !log.contains("rotated"),
+        "new password in the log"
+    );
+}
+
+fn wait_for_log(s: &Setup, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.proxy.log_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` in the log:\n{}",
+            s.proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_follow_the_upstream() {
+    let s = Setup::start_with(
+        Default::default(),
+        "",
+        proxy_keys("allowed_paths = [\"/pulp/content/\"]"),
+    )
+    .await;
+    let health = get(s.proxy.addr, "/healthz").await;
+    assert_eq!(health.status, 200);
+    let ready = get(s.proxy.addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    let probes = s.upstream.requests();
+    assert_eq!(probes.len(), 1, "healthz must not reach the upstream");
+    assert_eq!(probes[0].target, "/pulp/api/v3/status/");
+    assert_eq!(probes[0].header("authorization"), vec![e2e::basic_header()]);
+    // Cached: a second readyz right away does not probe again.
+    assert_eq!(get(s.proxy.addr, "/readyz").await.status, 200);
+    assert_eq!(s.upstream.requests().len(), 1);
+
+    s.upstream.refuse_credentials(true);
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    let down = get(s.proxy.addr, "/readyz").await;
+    assert_eq!(down.status, 503);
+    assert!(String::from_utf8_lossy(&down.body).contains("refused the proxy's credentials"));
+    s.upstream.refuse_credentials(false);
+    tokio::time::sleep(Duration::from_millis(5100)).await;
+    assert_eq!(get(s.proxy.addr, "/readyz").await.status, 200);
+    s.saw(&down);
+    s.assert_no_leaks();
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("abcd".into()));
+    for _ in 0..3 {
+        get(s.proxy.addr, "/pulp/content/a").await;
+    }
+    get(s.proxy.addr, "/pulp/api/v3/users/").await;
+    e2e::client::send(s.proxy.addr, "POST", "/pulp/content/a", &[]).await;
+    s.upstream.refuse_credentials(true);
+    get(s.proxy.addr, "/pulp/content/a").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = get(s.proxy.addr, "/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let p = "pulp_auth_proxy_";
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",status=\"2xx\"}}")
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",status=\"4xx\"}}")
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}requests_total{{method=\"other\",status=\"4xx\"}}")
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}requests_total{{method=\"GET\",status=\"5xx\"}}")
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("{p}response_body_bytes_total")),
+        12.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}refusals_total{{rule=\"path-not-allowed\"}}")
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("{p}refusals_total{{rule=\"method\"}}")),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("{p}upstream_errors_total{{kind=\"credentials-refused\"}}")
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("{p}upstream_response_seconds_count")),
+        3.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, &format!("{p}open_connections")) >= 1.0,
+        "{text}"
+    );
+    leak::assert_clean("the metrics", text.as_bytes());
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_listener() {
+    let port = free_port();
+    let keys = format!("metrics_listen = \"127.0.0.1:{port}\"");
+    let s = Setup::start_with(Default::default(), "", proxy_keys(&keys)).await;
+    assert_eq!(get(s.proxy.addr, "/metrics").await.status, 403);
+    wait_for_port(port);
+    let m = get(format!("127.0.0.1:{port}").parse().unwrap(), "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert!(String::from_utf8_lossy(&m.body).contains("pulp_auth_proxy_requests_total"));
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let s = Setup::start_with(Default::default(), "", proxy_keys("log_format = \"json\"")).await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    get(s.proxy.addr, "/pulp/content/a").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = s.proxy.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "request")
+        .unwrap_or_else(|| panic!("no access line:\n{log}"));
+    assert_eq!(access["fields"]["status"], 200);
+    assert_eq!(access["fields"]["path"], "/pulp/content/a");
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn no_secret_in_argv_or_environment_of_the_process() {
+    let s = Setup::start().await;
+    let pid = s.proxy.child.id();
+    for file in ["cmdline", "environ"] {
+        let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap();
+        leak::assert_clean(&format!("/proc/PID/{file}"), &bytes);
+    }
+    s.assert_no_leaks();
+}
