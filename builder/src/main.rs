@@ -1,36 +1,88 @@
-//! The `ci-builder` binary: sets up the trusted bridge, drives Kolla image
-//! builds through pulp-auth-proxy, and audits the images. This version
-//! validates the shared configuration; the `net`, `build` and `audit`
-//! commands come next.
+//! The `ci-builder` binary: parse, load the config, run one command, map
+//! the outcome to an exit status (0 ok, 1 differs, 2 error).
 
+use ci_builder::cli::{Cli, Command, Net};
+use ci_builder::error::BuilderError;
+use ci_builder::net::{self, persist};
 use clap::Parser;
 use pulp_auth_config::Config;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Drives Kolla image builds through pulp-auth-proxy, so Pulp credentials
-/// never enter an image.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// The configuration file shared with pulp-auth-proxy.
-    #[arg(long, value_name = "FILE", default_value = pulp_auth_config::DEFAULT_PATH)]
-    config: PathBuf,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match Config::load(&cli.config) {
-        Ok(config) => {
-            for w in &config.warnings {
-                eprintln!("ci-builder: warning: {w}");
-            }
-            println!("{}: configuration is valid", cli.config.display());
-            ExitCode::SUCCESS
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ci-builder: error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
         }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("ci-builder: error: {e}");
-            ExitCode::from(78)
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, BuilderError> {
+    let config = Config::load(&cli.config)?;
+    for w in &config.warnings {
+        eprintln!("ci-builder: warning: {w}");
+    }
+    match cli.command {
+        Command::Net(cmd) => {
+            let network = config.network()?;
+            match cmd {
+                Net::Up => {
+                    let report = net::up(network).await?;
+                    for w in &report.warnings {
+                        eprintln!("ci-builder: warning: {w}");
+                    }
+                    if report.changes.is_empty() {
+                        println!("{}: nothing to change", network.bridge);
+                    }
+                    for c in &report.changes {
+                        println!("{c}");
+                    }
+                    Ok(0)
+                }
+                Net::Down => {
+                    let done = net::down(network).await?;
+                    if done.is_empty() {
+                        println!("{}: nothing to remove", network.bridge);
+                    }
+                    for d in done {
+                        println!("{d}");
+                    }
+                    Ok(0)
+                }
+                Net::Status { json } => {
+                    let status = net::status(network).await?;
+                    if json {
+                        let text = serde_json::to_string_pretty(&status)
+                            .map_err(|e| BuilderError::Io(e.to_string()))?;
+                        println!("{text}");
+                    } else {
+                        print!("{}", status.table());
+                    }
+                    Ok(if status.matches { 0 } else { 1 })
+                }
+                Net::Persist { dir, force } => {
+                    for outcome in persist::write(network, &dir, force)? {
+                        match outcome {
+                            persist::Outcome::Written(p) => println!("wrote {}", p.display()),
+                            persist::Outcome::Unchanged(p) => println!("unchanged {}", p.display()),
+                            persist::Outcome::Replaced(p) => println!("replaced {}", p.display()),
+                        }
+                    }
+                    Ok(0)
+                }
+            }
         }
     }
 }

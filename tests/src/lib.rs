@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod leak;
+pub mod netns;
 pub mod pki;
 pub mod proxy;
 pub mod upstream;

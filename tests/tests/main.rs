@@ -6,6 +6,7 @@ mod config_errors;
 mod failures;
 mod forwarding;
 mod listening;
+mod net;
 mod policy;
 mod service;
 mod smuggling;

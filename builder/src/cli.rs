@@ -1,0 +1,52 @@
+//! The command line: one enum per level; doc comments are the help text.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Drives Kolla image builds through pulp-auth-proxy, so Pulp credentials
+/// never enter an image. Exit status: 0 success, 1 "differs" (net status),
+/// 2 error.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file shared with pulp-auth-proxy.
+    #[arg(long, value_name = "FILE", default_value = pulp_auth_config::DEFAULT_PATH, global = true)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The trusted bridge of [network] (breth1 with its address and ports).
+    #[command(subcommand)]
+    Net(Net),
+}
+
+/// `ci-builder net ...`.
+#[derive(Subcommand, Debug)]
+pub enum Net {
+    /// Create the bridge, its dummy ports and its address if missing, and
+    /// bring them up. Safe to run again.
+    Up,
+    /// Remove the ports and the bridge that `up` makes.
+    Down,
+    /// Show the bridge, ports and addresses; exit 1 if they differ from the
+    /// configuration.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write systemd-networkd files that recreate the bridge at boot.
+    Persist {
+        /// Where to write (e.g. /etc/systemd/network).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Replace files that exist with other content.
+        #[arg(long)]
+        force: bool,
+    },
+}

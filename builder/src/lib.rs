@@ -1,0 +1,8 @@
+//! `ci-builder`: sets up the trusted bridge the proxy listens on, drives
+//! Kolla image builds through `pulp-auth-proxy`, and audits the images.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod net;
