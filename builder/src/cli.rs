@@ -23,6 +23,20 @@ pub enum Command {
     /// The trusted bridge of [network] (breth1 with its address and ports).
     #[command(subcommand)]
     Net(Net),
+    /// Search images for the Pulp credentials in every form: config,
+    /// history, and every file of every layer. Exit 0 when no image holds
+    /// them, 1 when one does (and where), 2 on error.
+    Audit {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also audit every local image with this tag.
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
+        /// Images to audit (name:tag or ID).
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
+    },
 }
 
 /// `ci-builder net ...`.

@@ -39,6 +39,18 @@ pub enum BuilderError {
     /// `persist` would overwrite files with other content.
     #[error("these files exist with other content; pass --force to replace them:\n{}", bullets(.0))]
     Exists(Vec<String>),
+    /// The Docker daemon could not be reached or refused a request.
+    #[error("Docker: {0}; is the daemon running, and DOCKER_HOST right?")]
+    Docker(String),
+    /// An image named on the command line does not exist.
+    #[error("no such image: {0}; check the name with `docker image ls`")]
+    NoSuchImage(String),
+    /// The password could not be loaded (audit needs it to search for it).
+    #[error("cannot load the password to search for: {0}")]
+    Credentials(#[from] pulp_auth_config::credentials::CredentialError),
+    /// Nothing to audit.
+    #[error("no images to audit: name some, or pass --tag with a tag that local images have")]
+    NothingToAudit,
     /// A file operation failed.
     #[error("{0}")]
     Io(String),

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod cli;
 pub mod error;
 pub mod net;

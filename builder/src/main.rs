@@ -1,6 +1,7 @@
 //! The `ci-builder` binary: parse, load the config, run one command, map
 //! the outcome to an exit status (0 ok, 1 differs, 2 error).
 
+use ci_builder::audit;
 use ci_builder::cli::{Cli, Command, Net};
 use ci_builder::error::BuilderError;
 use ci_builder::net::{self, persist};
@@ -35,6 +36,7 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
         eprintln!("ci-builder: warning: {w}");
     }
     match cli.command {
+        Command::Audit { json, tag, images } => audit_command(&config, json, tag, images).await,
         Command::Net(cmd) => {
             let network = config.network()?;
             match cmd {
@@ -85,4 +87,48 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
             }
         }
     }
+}
+
+async fn audit_command(
+    config: &Config,
+    json: bool,
+    tag: Option<String>,
+    mut images: Vec<String>,
+) -> Result<u8, BuilderError> {
+    let upstream = config.upstream()?;
+    let (password, _) =
+        pulp_auth_config::credentials::load_password(upstream.password_file.as_deref(), |k| {
+            std::env::var_os(k)
+        })?;
+    let matcher = {
+        use secrecy::ExposeSecret;
+        std::sync::Arc::new(audit::patterns::Matcher::new(
+            &upstream.username,
+            password.expose_secret(),
+        ))
+    };
+    drop(password);
+    let docker = audit::docker().await?;
+    if let Some(tag) = &tag {
+        images.extend(audit::images_with_tag(&docker, tag).await?);
+    }
+    if images.is_empty() {
+        return Err(BuilderError::NothingToAudit);
+    }
+    let mut reports = Vec::new();
+    for image in &images {
+        reports.push(audit::audit_image(&docker, image, matcher.clone()).await?);
+    }
+    if json {
+        let text =
+            serde_json::to_string_pretty(&reports).map_err(|e| BuilderError::Io(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print!("{}", audit::table(&reports));
+    }
+    Ok(if reports.iter().any(|r| !r.findings.is_empty()) {
+        1
+    } else {
+        0
+    })
 }

@@ -4,6 +4,7 @@
 //! leak scanner that every test ends with.
 
 pub mod client;
+pub mod docker;
 pub mod leak;
 pub mod netns;
 pub mod pki;

@@ -2,6 +2,7 @@
 //! upstream on loopback. One test binary, one module per area. Every test
 //! ends with a leak check of the responses and the proxy's trace-level log.
 
+mod audit;
 mod config_errors;
 mod failures;
 mod forwarding;

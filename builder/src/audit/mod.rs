@@ -1,0 +1,311 @@
+//! `ci-builder audit`: proves, image by image, that the Pulp credentials
+//! are in none of an image's config, history or layers, in any form
+//! (see `patterns`). It reads through the Docker Engine API (bollard,
+//! honouring DOCKER_HOST) and streams the export; it never prints the
+//! secret, only the form and where it was found.
+
+pub mod archive;
+pub mod patterns;
+pub mod scan;
+
+use crate::error::BuilderError;
+use bollard::Docker;
+use futures_util::StreamExt;
+use patterns::Matcher;
+use std::sync::Arc;
+
+/// Where a form was found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Location {
+    /// A field of the image inspection (config, container config, ...).
+    Config {
+        /// JSON path, e.g. `Config.Env[1]`.
+        field: String,
+    },
+    /// A build history entry (`CreatedBy`, where ARG values and RUN lines
+    /// land, or `Comment`).
+    History {
+        /// Index as `docker history` lists it (0 is the newest).
+        index: usize,
+        /// `CreatedBy` or `Comment`.
+        field: String,
+    },
+    /// A file in a layer.
+    Layer {
+        /// Layer digest (diff ID).
+        layer: String,
+        /// Path inside the layer.
+        path: String,
+        /// Byte offset; absent when the path name itself holds the form.
+        offset: Option<u64>,
+        /// Found in the decompressed content of a gzip file.
+        decompressed: bool,
+    },
+    /// Another file of the export (the image config JSON, the manifest).
+    Export {
+        /// Its name in the export.
+        entry: String,
+        /// Byte offset.
+        offset: u64,
+    },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Config { field } => write!(f, "config {field}"),
+            Location::History { index, field } => write!(f, "history #{index} {field}"),
+            Location::Layer {
+                layer,
+                path,
+                offset,
+                decompressed,
+            } => {
+                write!(f, "layer {layer} /{}", path.trim_start_matches('/'))?;
+                match offset {
+                    Some(o) if *decompressed => write!(f, " (gunzipped) @{o}"),
+                    Some(o) => write!(f, " @{o}"),
+                    None => write!(f, " (file name)"),
+                }
+            }
+            Location::Export { entry, offset } => write!(f, "export file {entry} @{offset}"),
+        }
+    }
+}
+
+/// One form found in one place.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    /// The form (never the bytes).
+    pub form: &'static str,
+    /// Where.
+    pub location: Location,
+}
+
+/// The audit of one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageReport {
+    /// The name as given.
+    pub image: String,
+    /// The image ID.
+    pub id: String,
+    /// `clean` or `leaks`.
+    pub verdict: &'static str,
+    /// Every finding.
+    pub findings: Vec<Finding>,
+    /// What was not fully searched, and why.
+    pub notes: Vec<String>,
+    /// Bytes of export searched.
+    pub export_bytes: u64,
+}
+
+/// Connects to the Docker daemon (DOCKER_HOST or the local socket) and
+/// agrees on an API version it speaks.
+pub async fn docker() -> Result<Docker, BuilderError> {
+    let d = Docker::connect_with_defaults().map_err(|e| BuilderError::Docker(e.to_string()))?;
+    d.negotiate_version()
+        .await
+        .map_err(|e| BuilderError::Docker(e.to_string()))
+}
+
+/// Every local image tagged `tag` (any repository).
+pub async fn images_with_tag(docker: &Docker, tag: &str) -> Result<Vec<String>, BuilderError> {
+    let images = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .map_err(|e| BuilderError::Docker(e.to_string()))?;
+    let suffix = format!(":{tag}");
+    let mut out: Vec<String> = images
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .filter(|t| t.ends_with(&suffix))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Audits one image.
+pub async fn audit_image(
+    docker: &Docker,
+    image: &str,
+    matcher: Arc<Matcher>,
+) -> Result<ImageReport, BuilderError> {
+    let inspect = docker.inspect_image(image).await.map_err(|e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => BuilderError::NoSuchImage(image.to_string()),
+        other => BuilderError::Docker(other.to_string()),
+    })?;
+    let id = inspect.id.clone().unwrap_or_default();
+    let mut findings = Vec::new();
+
+    let value = serde_json::to_value(&inspect).map_err(|e| BuilderError::Docker(e.to_string()))?;
+    walk_strings(&value, String::new(), &mut |path, text| {
+        for (form, _, _) in matcher.find_all(text.as_bytes()) {
+            findings.push(Finding {
+                form,
+                location: Location::Config {
+                    field: matcher.redact(&path),
+                },
+            });
+        }
+    });
+
+    let history = docker
+        .image_history(image)
+        .await
+        .map_err(|e| BuilderError::Docker(e.to_string()))?;
+    for (index, item) in history.iter().enumerate() {
+        for (field, text) in [("CreatedBy", &item.created_by), ("Comment", &item.comment)] {
+            for (form, _, _) in matcher.find_all(text.as_bytes()) {
+                findings.push(Finding {
+                    form,
+                    location: Location::History {
+                        index,
+                        field: field.to_string(),
+                    },
+                });
+            }
+        }
+    }
+
+    // The export streams through a bounded channel into a blocking reader,
+    // so at most a few chunks are in memory at a time.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    let m = matcher.clone();
+    let scanner = tokio::task::spawn_blocking(move || {
+        archive::scan_export(
+            &m,
+            ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            },
+        )
+    });
+    let mut stream = docker.export_image(image);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    let scan = scanner
+        .await
+        .map_err(|e| BuilderError::Docker(format!("export scan stopped: {e}")))?
+        .map_err(|e| BuilderError::Docker(format!("cannot read the export of {image}: {e}")))?;
+    for (form, location) in scan.locations(&matcher) {
+        findings.push(Finding { form, location });
+    }
+    let mut notes = scan.notes.clone();
+    if !matcher.skipped.is_empty() {
+        notes.push(format!(
+            "the password is too short to search for these forms without noise: {}",
+            matcher.skipped.join(", ")
+        ));
+    }
+    Ok(ImageReport {
+        image: image.to_string(),
+        id,
+        verdict: if findings.is_empty() {
+            "clean"
+        } else {
+            "leaks"
+        },
+        findings,
+        notes,
+        export_bytes: scan.bytes,
+    })
+}
+
+fn walk_strings(v: &serde_json::Value, path: String, f: &mut dyn FnMut(String, &str)) {
+    match v {
+        serde_json::Value::String(s) => f(path, s),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_strings(item, format!("{path}[{i}]"), f);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map {
+                // Keys are content too (Labels, ExposedPorts).
+                f(
+                    format!("{path}{}{k} (key)", if path.is_empty() { "" } else { "." }),
+                    k,
+                );
+                walk_strings(
+                    item,
+                    if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    },
+                    f,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A blocking `Read` over chunks sent from the async side.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
+/// Findings shown per image in the table.
+const TABLE_ROWS: usize = 40;
+
+/// The human report.
+pub fn table(reports: &[ImageReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let short = r.id.trim_start_matches("sha256:").get(..12).unwrap_or("");
+        if r.findings.is_empty() {
+            out.push_str(&format!(
+                "{} ({short}): clean, {} MiB searched\n",
+                r.image,
+                r.export_bytes >> 20
+            ));
+        } else {
+            out.push_str(&format!(
+                "{} ({short}): LEAKS the credentials in {} places\n",
+                r.image,
+                r.findings.len()
+            ));
+            for f in r.findings.iter().take(TABLE_ROWS) {
+                out.push_str(&format!("  {:<26} {}\n", f.form, f.location));
+            }
+            if r.findings.len() > TABLE_ROWS {
+                out.push_str(&format!(
+                    "  ... and {} more (--json lists them all)\n",
+                    r.findings.len() - TABLE_ROWS
+                ));
+            }
+        }
+        for n in &r.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,276 @@
+//! `ci-builder audit` against a real Docker daemon: one clean image and
+//! one image per leak channel, each reported with the right location.
+
+use base64::Engine as _;
+use e2e::docker::Image;
+use e2e::proxy::Scratch;
+use e2e::{leak, PASSWORD, USERNAME};
+use serde_json::Value;
+use std::process::Command;
+
+const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\n";
+
+fn audit(images: &[&str]) -> (i32, Value, String) {
+    let s = Scratch::new();
+    let cfg = s.write_config(&format!(
+        "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
+        s.path("pw").display()
+    ));
+    let out = Command::new(e2e::bin("ci-builder"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["audit", "--json"])
+        .args(images)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    leak::assert_clean("the audit's output", format!("{stdout}{stderr}").as_bytes());
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn findings(report: &Value) -> Vec<(String, Value)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["form"].as_str().unwrap().to_string(),
+                f["location"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn tag(name: &str) -> String {
+    format!("pap-audit-{name}:{}", std::process::id())
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+#[test]
+fn clean_image_passes_and_missing_image_is_an_error() {
+    let clean = Image::build(
+        &tag("clean"),
+        &format!("{BASE}COPY sources.list /etc/apt/sources.list\nENV LANG=C\n"),
+        &[(
+            "sources.list",
+            b"deb [trusted=yes] http://192.168.33.3/pulp/content/debian stable main\n",
+        )],
+        &[],
+    );
+    let (code, json, stderr) = audit(&[&clean.tag]);
+    assert_eq!(code, 0, "{json} {stderr}");
+    assert_eq!(json[0]["verdict"], "clean");
+    assert!(
+        json[0]["export_bytes"].as_u64().unwrap() > 1_000_000,
+        "the layers were not read"
+    );
+
+    let (code, _, stderr) = audit(&["pap-audit-no-such-image:none"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no such image"), "{stderr}");
+}
+
+struct Channel {
+    name: &'static str,
+    dockerfile: String,
+    files: Vec<(&'static str, Vec<u8>)>,
+    args: Vec<(&'static str, String)>,
+    /// (form, location kind, field/path that must appear)
+    expect: (&'static str, &'static str, &'static str),
+}
+
+#[test]
+fn every_leak_channel_is_reported_where_it_is() {
+    let userinfo = format!(
+        "[pulp]\nbaseurl=https://{USERNAME}:{}@pulp.example.test/pulp/content/rocky/9/\n",
+        "fake%20pass%3A%40%2F%25%2B%20word"
+    );
+    let channels = vec![
+        Channel {
+            name: "env",
+            dockerfile: format!("{BASE}ENV PULP_PASSWORD=\"{PASSWORD}\"\n"),
+            files: vec![],
+            args: vec![],
+            expect: ("password", "config", "Config.Env["),
+        },
+        Channel {
+            name: "label",
+            dockerfile: format!("{BASE}LABEL creds=\"{USERNAME}:{PASSWORD}\"\n"),
+            files: vec![],
+            args: vec![],
+            expect: ("user:password", "config", "Config.Labels.creds"),
+        },
+        Channel {
+            name: "arg",
+            dockerfile: format!("{BASE}ARG PULP_PASS\nRUN [\"/bin/busybox\", \"true\"]\n"),
+            files: vec![],
+            args: vec![("PULP_PASS", PASSWORD.to_string())],
+            expect: ("password", "history", "CreatedBy"),
+        },
+        Channel {
+            name: "file",
+            dockerfile: format!("{BASE}COPY secret /etc/pulp/secret\n"),
+            files: vec![("secret", format!("{PASSWORD}\n").into_bytes())],
+            args: vec![],
+            expect: ("password", "layer", "etc/pulp/secret"),
+        },
+        Channel {
+            name: "header",
+            dockerfile: format!("{BASE}COPY h /etc/pulp/header\n"),
+            files: vec![(
+                "h",
+                format!(
+                    "Authorization: Basic {}\n",
+                    b64(&format!("{USERNAME}:{PASSWORD}"))
+                )
+                .into_bytes(),
+            )],
+            args: vec![],
+            expect: ("base64(user:password)", "layer", "etc/pulp/header"),
+        },
+        Channel {
+            name: "yumrepo",
+            dockerfile: format!("{BASE}COPY r /etc/yum.repos.d/pulp.repo\n"),
+            files: vec![("r", userinfo.into_bytes())],
+            args: vec![],
+            expect: ("URL userinfo", "layer", "etc/yum.repos.d/pulp.repo"),
+        },
+        Channel {
+            name: "aptauth",
+            dockerfile: format!("{BASE}COPY a /etc/apt/auth.conf.d/pulp.conf\n"),
+            files: vec![(
+                "a",
+                format!("machine pulp.example.test login {USERNAME} password {PASSWORD}\n")
+                    .into_bytes(),
+            )],
+            args: vec![],
+            expect: ("password", "layer", "etc/apt/auth.conf.d/pulp.conf"),
+        },
+        Channel {
+            name: "b64pw",
+            dockerfile: format!("{BASE}COPY b /opt/token\n"),
+            files: vec![(
+                "b",
+                format!("token={}\n", b64(&format!("xy{PASSWORD}"))).into_bytes(),
+            )],
+            args: vec![],
+            expect: ("base64(password)", "layer", "opt/token"),
+        },
+        Channel {
+            name: "deleted",
+            dockerfile: format!(
+                "{BASE}COPY s /tmp/s\nRUN [\"/bin/busybox\", \"rm\", \"/tmp/s\"]\n"
+            ),
+            files: vec![("s", PASSWORD.as_bytes().to_vec())],
+            args: vec![],
+            expect: ("password", "layer", "tmp/s"),
+        },
+        Channel {
+            name: "gz",
+            dockerfile: format!("{BASE}COPY l.gz /var/log/pulp.log.gz\n"),
+            files: vec![(
+                "l.gz",
+                gz(format!("GET with password {PASSWORD}\n").as_bytes()),
+            )],
+            args: vec![],
+            expect: ("password", "layer", "var/log/pulp.log.gz"),
+        },
+    ];
+    let mut images = Vec::new();
+    for c in &channels {
+        let files: Vec<(&str, &[u8])> = c.files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+        let args: Vec<(&str, &str)> = c.args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        images.push(Image::build(&tag(c.name), &c.dockerfile, &files, &args));
+    }
+    let names: Vec<&str> = images.iter().map(|i| i.tag.as_str()).collect();
+    let (code, json, stderr) = audit(&names);
+    assert_eq!(code, 1, "{stderr}");
+    for (c, report) in channels.iter().zip(json.as_array().unwrap()) {
+        assert_eq!(report["verdict"], "leaks", "{}: {report}", c.name);
+        let (form, kind, place) = c.expect;
+        let hit = findings(report).into_iter().any(|(f, loc)| {
+            f == form
+                && loc["kind"] == kind
+                && [&loc["field"], &loc["path"]]
+                    .iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains(place)))
+                && (c.name != "gz" || loc["decompressed"] == true)
+                && (kind != "layer"
+                    || loc["layer"]
+                        .as_str()
+                        .is_some_and(|l| l.starts_with("sha256:")))
+        });
+        assert!(
+            hit,
+            "{}: no {form} finding in {kind} at {place}: {}",
+            c.name, report["findings"]
+        );
+    }
+}
+
+#[test]
+fn audit_by_tag_and_human_table() {
+    let t = format!("t{}", std::process::id());
+    let a = Image::build(
+        &format!("pap-audit-tag-a:{t}"),
+        &format!("{BASE}ENV X=\"{PASSWORD}\"\n"),
+        &[],
+        &[],
+    );
+    let _b = Image::build(&format!("pap-audit-tag-b:{t}"), BASE, &[], &[]);
+    let s = Scratch::new();
+    let cfg = s.write_config(&format!(
+        "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
+        s.path("pw").display()
+    ));
+    let out = Command::new(e2e::bin("ci-builder"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["audit", "--tag", &t])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&a.tag) && text.contains("LEAKS"), "{text}");
+    assert!(
+        text.contains(&format!("pap-audit-tag-b:{t}")) && text.contains("clean"),
+        "{text}"
+    );
+    assert!(text.contains("config Config.Env["), "{text}");
+    leak::assert_clean("the audit table", text.as_bytes());
+}
+
+#[test]
+fn unreadable_password_is_an_error() {
+    let s = Scratch::new();
+    let cfg = s.write_config(&format!(
+        "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
+        s.path("nope").display()
+    ));
+    let out = Command::new(e2e::bin("ci-builder"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["audit", "x:y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot load the password"));
+}
