@@ -23,6 +23,33 @@ pub enum Command {
     /// The trusted bridge of [network] (breth1 with its address and ports).
     #[command(subcommand)]
     Net(Net),
+    /// Build Kolla images with Kayobe through pulp-auth-proxy: check the
+    /// proxy, Docker and Kayobe, run `kayobe <seed|overcloud> container image
+    /// build` pointed at the proxy, and report the images. Exit status is
+    /// Kayobe's (2 when a check fails, 1 when --audit finds a leak).
+    Build {
+        /// seed or overcloud.
+        #[arg(value_enum)]
+        target: crate::build::Target,
+        /// Push the images after building.
+        #[arg(long)]
+        push: bool,
+        /// Base distribution (rocky or ubuntu); default [build] distro.
+        #[arg(long, value_name = "D")]
+        distro: Option<String>,
+        /// Image tag; default <distro>-<UTC datetime>.
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
+        /// Audit the built images for the credentials afterwards.
+        #[arg(long)]
+        audit: bool,
+        /// Print the command and the variables it would remove; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Image name patterns, passed to Kayobe.
+        #[arg(value_name = "REGEX")]
+        regexes: Vec<String>,
+    },
     /// Search images for the Pulp credentials in every form: config,
     /// history, and every file of every layer. Exit 0 when no image holds
     /// them, 1 when one does (and where), 2 on error.

@@ -51,6 +51,12 @@ pub enum BuilderError {
     /// Nothing to audit.
     #[error("no images to audit: name some, or pass --tag with a tag that local images have")]
     NothingToAudit,
+    /// A check before the build failed; nothing was started.
+    #[error("preflight: {0}")]
+    Preflight(String),
+    /// A command-line value is not acceptable.
+    #[error("{0}")]
+    Usage(String),
     /// A file operation failed.
     #[error("{0}")]
     Io(String),

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod build;
 pub mod cli;
 pub mod error;
 pub mod net;

@@ -2,12 +2,14 @@
 //! the outcome to an exit status (0 ok, 1 differs, 2 error).
 
 use ci_builder::audit;
+use ci_builder::build;
 use ci_builder::cli::{Cli, Command, Net};
 use ci_builder::error::BuilderError;
 use ci_builder::net::{self, persist};
 use clap::Parser;
 use pulp_auth_config::Config;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,6 +39,24 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
     }
     match cli.command {
         Command::Audit { json, tag, images } => audit_command(&config, json, tag, images).await,
+        Command::Build {
+            target,
+            push,
+            distro,
+            tag,
+            audit,
+            dry_run,
+            regexes,
+        } => {
+            let req = build::Request {
+                target,
+                push,
+                distro,
+                tag,
+                regexes,
+            };
+            build_command(&config, &req, audit, dry_run).await
+        }
         Command::Net(cmd) => {
             let network = config.network()?;
             match cmd {
@@ -89,25 +109,101 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
     }
 }
 
+/// The matcher for the configured credentials; the password itself is
+/// dropped (wiped) as soon as the needles are built.
+fn matcher(config: &Config) -> Result<Arc<audit::patterns::Matcher>, BuilderError> {
+    use secrecy::ExposeSecret;
+    let upstream = config.upstream()?;
+    let (password, _) =
+        pulp_auth_config::credentials::load_password(upstream.password_file.as_deref(), |k| {
+            std::env::var_os(k)
+        })?;
+    Ok(Arc::new(audit::patterns::Matcher::new(
+        &upstream.username,
+        password.expose_secret(),
+    )))
+}
+
+async fn build_command(
+    config: &Config,
+    req: &build::Request,
+    audit: bool,
+    dry_run: bool,
+) -> Result<u8, BuilderError> {
+    // The password is only read to recognise it in the caller's
+    // environment (and to audit); without it the build still runs.
+    let matcher = match matcher(config) {
+        Ok(m) => Some(m),
+        Err(e) if audit => return Err(e),
+        Err(_) => None,
+    };
+    let plan = build::plan(
+        config,
+        req,
+        std::env::vars_os().collect(),
+        matcher.as_deref(),
+        std::time::SystemTime::now(),
+    )?;
+    if dry_run {
+        println!("{}", plan.command_line());
+        for (k, v) in plan
+            .env
+            .iter()
+            .filter(|(k, _)| k == "KAYOBE_CONFIG_PATH" || k == "KAYOBE_ENVIRONMENT")
+        {
+            println!(
+                "sets {}={}",
+                k.to_string_lossy(),
+                build::shell_quote(&v.to_string_lossy())
+            );
+        }
+        if plan.removed.is_empty() {
+            println!("removes no environment variables");
+        } else {
+            println!("removes from the environment: {}", plan.removed.join(" "));
+        }
+        return Ok(0);
+    }
+    build::preflight(config, &plan).await?;
+    eprintln!("ci-builder: running {}", plan.command_line());
+    let started = std::time::Instant::now();
+    let code = build::run(&plan).await?;
+    let took = std::time::Duration::from_secs(started.elapsed().as_secs());
+    eprintln!(
+        "ci-builder: {} finished in {}, exit status {code}",
+        plan.program,
+        humantime::format_duration(took)
+    );
+    let docker = audit::docker().await?;
+    let images = audit::images_with_tag(&docker, &plan.tag).await?;
+    eprintln!("ci-builder: {} images tagged {}:", images.len(), plan.tag);
+    for (image, size) in audit::image_sizes(&docker, &images).await? {
+        eprintln!("  {image:<60} {:>8.1} MiB", size as f64 / (1024.0 * 1024.0));
+    }
+    if code != 0 {
+        return Ok(code.clamp(1, 255) as u8);
+    }
+    if let (true, Some(matcher)) = (audit, matcher) {
+        let mut reports = Vec::new();
+        for image in &images {
+            reports.push(audit::audit_image(&docker, image, matcher.clone()).await?);
+        }
+        print!("{}", audit::table(&reports));
+        if reports.iter().any(|r| !r.findings.is_empty()) {
+            eprintln!("ci-builder: the audit found the credentials in an image; the build fails");
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
 async fn audit_command(
     config: &Config,
     json: bool,
     tag: Option<String>,
     mut images: Vec<String>,
 ) -> Result<u8, BuilderError> {
-    let upstream = config.upstream()?;
-    let (password, _) =
-        pulp_auth_config::credentials::load_password(upstream.password_file.as_deref(), |k| {
-            std::env::var_os(k)
-        })?;
-    let matcher = {
-        use secrecy::ExposeSecret;
-        std::sync::Arc::new(audit::patterns::Matcher::new(
-            &upstream.username,
-            password.expose_secret(),
-        ))
-    };
-    drop(password);
+    let matcher = matcher(config)?;
     let docker = audit::docker().await?;
     if let Some(tag) = &tag {
         images.extend(audit::images_with_tag(&docker, tag).await?);

@@ -138,7 +138,16 @@ impl fmt::Debug for Upstream {
 pub struct Build {
     /// The Kayobe program to run.
     pub kayobe: String,
+    /// Exported as `KAYOBE_CONFIG_PATH` for Kayobe.
+    pub kayobe_config_path: Option<PathBuf>,
+    /// Exported as `KAYOBE_ENVIRONMENT` for Kayobe.
+    pub environment: Option<String>,
+    /// The default base distribution (`rocky` or `ubuntu`).
+    pub distro: String,
 }
+
+/// The base distributions Kolla builds here.
+pub const DISTROS: [&str; 2] = ["rocky", "ubuntu"];
 
 /// One thing wrong with one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -545,11 +554,25 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
         })
     });
 
+    let raw_build = raw.build.unwrap_or_default();
+    let distro = raw_build.distro.unwrap_or_else(|| "rocky".to_string());
+    if !DISTROS.contains(&distro.as_str()) {
+        field(
+            "build.distro",
+            Err(format!("`{distro}` is not one of {}", DISTROS.join(", "))),
+        );
+    }
+    if raw_build.kayobe.as_deref() == Some("") {
+        field(
+            "build.kayobe",
+            Err("is empty; name the kayobe program or its path".into()),
+        );
+    }
     let build = Build {
-        kayobe: raw
-            .build
-            .and_then(|b| b.kayobe)
-            .unwrap_or_else(|| "kayobe".to_string()),
+        kayobe: raw_build.kayobe.unwrap_or_else(|| "kayobe".to_string()),
+        kayobe_config_path: raw_build.kayobe_config_path,
+        environment: raw_build.environment,
+        distro,
     };
 
     if !problems.is_empty() {

@@ -59,8 +59,11 @@ pub(crate) struct RawUpstream {
     pub body_timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBuild {
     pub kayobe: Option<String>,
+    pub kayobe_config_path: Option<PathBuf>,
+    pub environment: Option<String>,
+    pub distro: Option<String>,
 }

@@ -3,6 +3,7 @@
 //! ends with a leak check of the responses and the proxy's trace-level log.
 
 mod audit;
+mod build;
 mod config_errors;
 mod failures;
 mod forwarding;

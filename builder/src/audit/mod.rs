@@ -126,6 +126,22 @@ pub async fn images_with_tag(docker: &Docker, tag: &str) -> Result<Vec<String>, 
     Ok(out)
 }
 
+/// Each image's size in bytes.
+pub async fn image_sizes(
+    docker: &Docker,
+    images: &[String],
+) -> Result<Vec<(String, i64)>, BuilderError> {
+    let mut out = Vec::new();
+    for image in images {
+        let i = docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| BuilderError::Docker(e.to_string()))?;
+        out.push((image.clone(), i.size.unwrap_or(0)));
+    }
+    Ok(out)
+}
+
 /// Audits one image.
 pub async fn audit_image(
     docker: &Docker,

@@ -1,0 +1,340 @@
+//! `ci-builder build`: a thin driver. It checks that the way to the
+//! packages is in place (preflight), runs Kayobe pointed at the proxy with
+//! the password kept out of its arguments and environment, streams its
+//! output, forwards SIGINT/SIGTERM, and reports the images it made.
+
+use crate::audit::patterns::Matcher;
+use crate::error::BuilderError;
+use crate::net::netlink::Netlink;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use pulp_auth_config::Config;
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Which Kayobe image set to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// `kayobe seed container image build`.
+    Seed,
+    /// `kayobe overcloud container image build`.
+    Overcloud,
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// seed or overcloud.
+    pub target: Target,
+    /// Push the images after building.
+    pub push: bool,
+    /// Base distribution; `[build] distro` when absent.
+    pub distro: Option<String>,
+    /// Image tag; `<distro>-<UTC datetime>` when absent.
+    pub tag: Option<String>,
+    /// Image name patterns passed through to Kayobe.
+    pub regexes: Vec<String>,
+}
+
+/// The exact command to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The program (`[build] kayobe`).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The child's whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Names of caller variables left out of it.
+    pub removed: Vec<String>,
+    /// The images' tag.
+    pub tag: String,
+}
+
+/// The proxy URL Kayobe is given: `http://IP` on port 80, else
+/// `http://IP:PORT`; IPv6 in brackets.
+pub fn proxy_url(listen: SocketAddr) -> String {
+    match (listen.ip(), listen.port()) {
+        (IpAddr::V6(ip), 80) => format!("http://[{ip}]"),
+        (ip, 80) => format!("http://{ip}"),
+        (IpAddr::V6(ip), port) => format!("http://[{ip}]:{port}"),
+        (ip, port) => format!("http://{ip}:{port}"),
+    }
+}
+
+/// `<distro>-<UTC datetime>`, e.g. `rocky-20261126T093000`.
+pub fn default_tag(distro: &str, now: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let compact: String = stamp
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | 'Z'))
+        .collect();
+    format!("{distro}-{compact}")
+}
+
+/// Builds the plan. `environ` is the caller's environment; `matcher`, when
+/// the password could be read, finds variables whose value holds it in any
+/// form.
+pub fn plan(
+    config: &Config,
+    req: &Request,
+    environ: Vec<(OsString, OsString)>,
+    matcher: Option<&Matcher>,
+    now: SystemTime,
+) -> Result<Plan, BuilderError> {
+    let listen = config.proxy()?.listen.socket_addr();
+    let distro = req
+        .distro
+        .clone()
+        .unwrap_or_else(|| config.build.distro.clone());
+    if !pulp_auth_config::DISTROS.contains(&distro.as_str()) {
+        return Err(BuilderError::Usage(format!(
+            "--distro {distro}: use one of {}",
+            pulp_auth_config::DISTROS.join(", ")
+        )));
+    }
+    let tag = req.tag.clone().unwrap_or_else(|| default_tag(&distro, now));
+    let tag_ok = tag.len() <= 128
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !tag_ok {
+        return Err(BuilderError::Usage(format!(
+            "--tag {tag:?} is not a Docker tag: letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`"
+        )));
+    }
+    let mut args = vec![
+        match req.target {
+            Target::Seed => "seed",
+            Target::Overcloud => "overcloud",
+        }
+        .to_string(),
+        "container".into(),
+        "image".into(),
+        "build".into(),
+    ];
+    if req.push {
+        args.push("--push".into());
+    }
+    for extra in [
+        "stackhpc_repo_mirror_auth_proxy_enabled=true".to_string(),
+        format!("stackhpc_repo_mirror_auth_proxy_url={}", proxy_url(listen)),
+        format!("kolla_base_distro={distro}"),
+        format!("kolla_tag={tag}"),
+    ] {
+        args.push("-e".into());
+        args.push(extra);
+    }
+    args.extend(req.regexes.iter().cloned());
+
+    // The config's Kayobe settings replace the caller's.
+    let overridden = |k: &OsString| {
+        (k == "KAYOBE_CONFIG_PATH" && config.build.kayobe_config_path.is_some())
+            || (k == "KAYOBE_ENVIRONMENT" && config.build.environment.is_some())
+    };
+    let mut env = Vec::with_capacity(environ.len() + 2);
+    let mut removed = Vec::new();
+    for (k, v) in environ {
+        let holds_secret = k == pulp_auth_config::credentials::PASSWORD_ENV
+            || matcher.is_some_and(|m| m.is_match(v.as_bytes()));
+        if holds_secret {
+            removed.push(k.to_string_lossy().into_owned());
+        } else if !overridden(&k) {
+            env.push((k, v));
+        }
+    }
+    if let Some(p) = &config.build.kayobe_config_path {
+        env.push(("KAYOBE_CONFIG_PATH".into(), p.clone().into_os_string()));
+    }
+    if let Some(e) = &config.build.environment {
+        env.push(("KAYOBE_ENVIRONMENT".into(), e.into()));
+    }
+    removed.sort();
+    Ok(Plan {
+        program: config.build.kayobe.clone(),
+        args,
+        env,
+        removed,
+        tag,
+    })
+}
+
+/// Shell-quotes one word for the dry-run printout.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+impl Plan {
+    /// The command line, shell-quoted.
+    pub fn command_line(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Every check that must pass before anything is started; the first
+/// failure is one line saying what to do.
+pub async fn preflight(config: &Config, plan: &Plan) -> Result<(), BuilderError> {
+    let listen = config.proxy()?.listen.socket_addr();
+    listen_address_present(config, listen.ip()).await?;
+    proxy_answers(listen).await?;
+    let docker_down = |e: String| {
+        BuilderError::Preflight(format!(
+            "the Docker daemon does not answer ({e}); start it, or set DOCKER_HOST"
+        ))
+    };
+    let docker = crate::audit::docker().await.map_err(|e| match e {
+        BuilderError::Docker(m) => docker_down(m),
+        other => other,
+    })?;
+    docker
+        .ping()
+        .await
+        .map_err(|e| docker_down(e.to_string()))?;
+    find_program(&plan.program)?;
+    Ok(())
+}
+
+async fn listen_address_present(config: &Config, ip: IpAddr) -> Result<(), BuilderError> {
+    if ip.is_loopback() {
+        return Ok(());
+    }
+    let nl = Netlink::connect().map_err(BuilderError::NetlinkSocket)?;
+    let addresses = nl
+        .addresses()
+        .await
+        .map_err(crate::error::BuilderError::Netlink)?;
+    if addresses.iter().any(|a| a.net.addr() == ip) {
+        return Ok(());
+    }
+    let hint = match config.network.as_ref() {
+        Some(net) if net.address.addr() == ip => {
+            let status = crate::net::status(net).await?;
+            let why = if status.differences.is_empty() {
+                format!("{} lacks {}", net.bridge, net.address)
+            } else {
+                status.differences.join("; ")
+            };
+            format!("{why}; run `ci-builder net up`")
+        }
+        _ => "assign it to an interface, or fix proxy.listen".to_string(),
+    };
+    Err(BuilderError::Preflight(format!(
+        "proxy.listen {ip} is not an address of this host: {hint}"
+    )))
+}
+
+async fn proxy_answers(listen: SocketAddr) -> Result<(), BuilderError> {
+    let url = format!("{}/pulp/api/v3/status/", proxy_url(listen));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| BuilderError::Preflight(format!("cannot form the URL {url}")))?;
+    let resp = match tokio::time::timeout(Duration::from_secs(15), client.get(uri)).await {
+        Err(_) => {
+            return Err(BuilderError::Preflight(format!(
+                "{url} did not answer within 15 s; is pulp-auth-proxy stuck? see `journalctl -u pulp-auth-proxy`"
+            )))
+        }
+        Ok(Err(_)) => {
+            return Err(BuilderError::Preflight(format!(
+                "nothing answers at {url}; start pulp-auth-proxy (`systemctl start pulp-auth-proxy`)"
+            )))
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let reason = String::from_utf8_lossy(&body[..body.len().min(200)])
+        .trim()
+        .to_string();
+    match status.as_u16() {
+        200 => Ok(()),
+        502 | 504 => Err(BuilderError::Preflight(format!(
+            "pulp-auth-proxy answers but Pulp did not accept the request ({status}: {reason}); \
+             check the password and `journalctl -u pulp-auth-proxy`"
+        ))),
+        403 => Err(BuilderError::Preflight(format!(
+            "pulp-auth-proxy refused this host ({status}: {reason}); check proxy.allowed_clients and proxy.allowed_paths"
+        ))),
+        _ => Err(BuilderError::Preflight(format!("{url} answered {status}: {reason}"))),
+    }
+}
+
+/// Resolves `program` like the shell does, or says it is missing.
+pub fn find_program(program: &str) -> Result<PathBuf, BuilderError> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    let found = if program.contains('/') {
+        let p = PathBuf::from(program);
+        executable(&p).then_some(p)
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(program))
+                .find(|p| executable(p))
+        })
+    };
+    found.ok_or_else(|| {
+        BuilderError::Preflight(format!(
+            "build.kayobe `{program}` is not an executable program here; install Kayobe or set build.kayobe to its path"
+        ))
+    })
+}
+
+/// Runs the plan with stdio inherited, forwarding SIGINT and SIGTERM, and
+/// returns the exit code the builder should use (128+N for a signal).
+pub async fn run(plan: &Plan) -> Result<i32, BuilderError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut child = tokio::process::Command::new(&plan.program)
+        .args(&plan.args)
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .spawn()
+        .map_err(|e| BuilderError::Preflight(format!("cannot start {}: {e}", plan.program)))?;
+    let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| BuilderError::Io(e.to_string()))?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| BuilderError::Io(e.to_string()))?;
+    let status = loop {
+        let forward = tokio::select! {
+            status = child.wait() => break status.map_err(|e| BuilderError::Io(e.to_string()))?,
+            _ = int.recv() => nix::sys::signal::Signal::SIGINT,
+            _ = term.recv() => nix::sys::signal::Signal::SIGTERM,
+        };
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(pid, forward);
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}

@@ -1,0 +1,452 @@
+//! `ci-builder build` with a fake kayobe that records its arguments and
+//! environment: the command, the proxy URL, the tag, the password kept out,
+//! exit status and signals passed through, and each preflight failure
+//! against the real proxy binary.
+
+use e2e::netns::Netns;
+use e2e::proxy::Scratch;
+use e2e::upstream::Versions;
+use e2e::{leak, Setup, PASSWORD, USERNAME};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const FAKE_KAYOBE: &str = r#"#!/bin/sh
+printf '%s\n' "$@" > "$FAKE_OUT/argv"
+env > "$FAKE_OUT/env"
+if [ -n "$FAKE_TAG_FROM" ]; then
+    for a in "$@"; do
+        case "$a" in kolla_tag=*) docker tag "$FAKE_TAG_FROM" "pap-kolla-built:${a#kolla_tag=}" ;; esac
+    done
+fi
+if [ -n "$FAKE_WAIT" ]; then
+    trap 'echo TERM > "$FAKE_OUT/signal"; exit 143' TERM
+    trap 'echo INT > "$FAKE_OUT/signal"; exit 130' INT
+    echo started > "$FAKE_OUT/started"
+    i=0
+    while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+fi
+exit "${FAKE_EXIT:-0}"
+"#;
+
+fn fake_kayobe(dir: &Path) -> String {
+    let p = dir.join("kayobe");
+    std::fs::write(&p, FAKE_KAYOBE).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// A config for the proxy of `s` (or `listen`) with the fake kayobe.
+fn config(s: &Scratch, listen: &str, extra: &str) -> std::path::PathBuf {
+    let kayobe = fake_kayobe(s.dir.path());
+    s.write_config(&format!(
+        "[proxy]\nlisten = \"{listen}\"\n\n[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n\n[build]\nkayobe = \"{kayobe}\"\n{extra}",
+        s.path("pw").display()
+    ))
+}
+
+fn builder(cfg: &Path, args: &[&str], env: &[(&str, &str)], out: &Path) -> Output {
+    let mut cmd = Command::new(e2e::bin("ci-builder"));
+    cmd.arg("--config").arg(cfg).args(args).env("FAKE_OUT", out);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn argv(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("argv"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn basic_value() -> String {
+    e2e::basic_header()
+}
+
+#[tokio::test]
+async fn runs_kayobe_pointed_at_the_proxy_without_the_password() {
+    let s = Setup::start().await;
+    let cfg = config(
+        &s.scratch,
+        &s.proxy.addr.to_string(),
+        "environment = \"ci-builder\"\nkayobe_config_path = \"/srv/kc\"\n",
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("PULP_AUTH_PROXY_PASSWORD", PASSWORD),
+        (
+            "SNEAKY",
+            &*Box::leak(format!("Authorization: {}", basic_value()).into_boxed_str()),
+        ),
+        ("KEEP_ME", "yes"),
+    ];
+    let o = tokio::task::spawn_blocking({
+        let (cfg, dir) = (cfg.clone(), out_dir.path().to_path_buf());
+        move || {
+            builder(
+                &cfg,
+                &[
+                    "build",
+                    "overcloud",
+                    "--push",
+                    "--distro",
+                    "ubuntu",
+                    "--tag",
+                    "t1",
+                    "^nova",
+                    "keystone",
+                ],
+                &env,
+                &dir,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let port = s.proxy.addr.port();
+    assert_eq!(
+        argv(out_dir.path()),
+        [
+            "overcloud",
+            "container",
+            "image",
+            "build",
+            "--push",
+            "-e",
+            "stackhpc_repo_mirror_auth_proxy_enabled=true",
+            "-e",
+            &format!("stackhpc_repo_mirror_auth_proxy_url=http://127.0.0.1:{port}"),
+            "-e",
+            "kolla_base_distro=ubuntu",
+            "-e",
+            "kolla_tag=t1",
+            "^nova",
+            "keystone",
+        ]
+    );
+    let env = std::fs::read_to_string(out_dir.path().join("env")).unwrap();
+    assert!(env.contains("KEEP_ME=yes"));
+    assert!(
+        env.contains("KAYOBE_ENVIRONMENT=ci-builder") && env.contains("KAYOBE_CONFIG_PATH=/srv/kc")
+    );
+    assert!(
+        !env.contains("PULP_AUTH_PROXY_PASSWORD") && !env.contains("SNEAKY"),
+        "{env}"
+    );
+    leak::assert_clean("kayobe's environment", env.as_bytes());
+    leak::assert_clean(
+        "kayobe's arguments",
+        std::fs::read(out_dir.path().join("argv"))
+            .unwrap()
+            .as_slice(),
+    );
+    leak::assert_clean("ci-builder's output", text(&o).as_bytes());
+    assert!(text(&o).contains("images tagged t1"), "{}", text(&o));
+    // The preflight went through the proxy to the upstream's status endpoint.
+    assert!(s
+        .upstream
+        .requests()
+        .iter()
+        .any(|r| r.target == "/pulp/api/v3/status/"));
+    s.assert_no_leaks();
+}
+
+#[test]
+fn dry_run_prints_the_command_and_removed_names_only() {
+    let s = Scratch::new();
+    let cfg = config(&s, "[::1]:80", "distro = \"ubuntu\"\n");
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = builder(
+        &cfg,
+        &["build", "seed", "--dry-run", "a b"],
+        &[("PULP_AUTH_PROXY_PASSWORD", PASSWORD)],
+        out_dir.path(),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("-e 'stackhpc_repo_mirror_auth_proxy_url=http://[::1]'"),
+        "IPv6 not bracketed or port shown: {t}"
+    );
+    assert!(
+        t.contains("-e kolla_base_distro=ubuntu -e kolla_tag=ubuntu-2"),
+        "{t}"
+    );
+    assert!(t.contains("'a b'"), "{t}");
+    assert!(
+        t.contains("removes from the environment: PULP_AUTH_PROXY_PASSWORD"),
+        "{t}"
+    );
+    assert!(!out_dir.path().join("argv").exists(), "dry run ran kayobe");
+    leak::assert_clean("the dry run", t.as_bytes());
+    let tag = t
+        .split("kolla_tag=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let stamp = tag.strip_prefix("ubuntu-").unwrap();
+    assert_eq!(stamp.len(), 15, "{tag}");
+    assert!(
+        stamp
+            .chars()
+            .enumerate()
+            .all(|(i, c)| if i == 8 { c == 'T' } else { c.is_ascii_digit() }),
+        "{tag}"
+    );
+
+    let cfg = config(&s, "[2001:db8::3]:8080", "");
+    let o = builder(&cfg, &["build", "seed", "--dry-run"], &[], out_dir.path());
+    assert!(
+        text(&o).contains("http://[2001:db8::3]:8080'"),
+        "{}",
+        text(&o)
+    );
+    let o = builder(
+        &cfg,
+        &["build", "seed", "--dry-run", "--tag", "no good"],
+        &[],
+        out_dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn exit_status_and_signals_pass_through() {
+    let s = Setup::start().await;
+    let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
+    let out_dir = tempfile::tempdir().unwrap();
+    let dir = out_dir.path().to_path_buf();
+    let o = tokio::task::spawn_blocking({
+        let (cfg, dir) = (cfg.clone(), dir.clone());
+        move || {
+            builder(
+                &cfg,
+                &["build", "seed", "--tag", "x"],
+                &[("FAKE_EXIT", "7")],
+                &dir,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+
+    for (sig, code, name) in [("TERM", 143, "TERM"), ("INT", 130, "INT")] {
+        let _ = std::fs::remove_file(dir.join("started"));
+        let mut child = Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["build", "seed", "--tag", "x"])
+            .env("FAKE_OUT", &dir)
+            .env("FAKE_WAIT", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.join("started").exists() {
+            assert!(Instant::now() < deadline, "fake kayobe never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success());
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{sig}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("signal")).unwrap().trim(),
+            name
+        );
+    }
+    s.assert_no_leaks();
+}
+
+#[test]
+fn preflight_without_a_proxy() {
+    let s = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(&s, &format!("127.0.0.1:{port}"), "");
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = builder(&cfg, &["build", "seed"], &[], out_dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert_eq!(t.lines().count(), 1, "{t}");
+    assert!(
+        t.contains("nothing answers at") && t.contains("start pulp-auth-proxy"),
+        "{t}"
+    );
+    assert!(
+        !out_dir.path().join("argv").exists(),
+        "kayobe ran despite the failed preflight"
+    );
+}
+
+#[tokio::test]
+async fn preflight_with_the_upstream_refusing_credentials() {
+    let s = Setup::start_with(Versions::Both, "", |c| c).await;
+    s.upstream.refuse_credentials(true);
+    let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = tokio::task::spawn_blocking({
+        let (cfg, dir) = (cfg.clone(), out_dir.path().to_path_buf());
+        move || builder(&cfg, &["build", "seed"], &[], &dir)
+    })
+    .await
+    .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("502") && t.contains("check the password"), "{t}");
+    assert!(!out_dir.path().join("argv").exists());
+    leak::assert_clean("ci-builder's output", t.as_bytes());
+}
+
+#[tokio::test]
+async fn preflight_docker_and_kayobe_missing() {
+    let s = Setup::start().await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
+    let o = tokio::task::spawn_blocking({
+        let (cfg, dir) = (cfg.clone(), out_dir.path().to_path_buf());
+        move || {
+            builder(
+                &cfg,
+                &["build", "seed"],
+                &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+                &dir,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("Docker daemon does not answer"),
+        "{}",
+        text(&o)
+    );
+
+    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    let cfg = s.scratch.write_config(&text_cfg.replace(
+        s.scratch.dir.path().join("kayobe").to_str().unwrap(),
+        "/nonexistent/kayobe",
+    ));
+    let o = tokio::task::spawn_blocking({
+        let dir = out_dir.path().to_path_buf();
+        move || builder(&cfg, &["build", "seed"], &[], &dir)
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("build.kayobe `/nonexistent/kayobe` is not an executable program"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn preflight_names_the_missing_bridge() {
+    // In a namespace of its own: 192.168.33.3 exists nowhere, and no packet
+    // can leave.
+    let ns = Netns::new();
+    let s = Scratch::new();
+    let cfg = config(
+        &s,
+        "192.168.33.3:80",
+        "\n[network]\nbridge = \"breth1\"\naddress = \"192.168.33.3/24\"\n",
+    );
+    let bin = e2e::bin("ci-builder");
+    let o = ns.run(
+        bin.to_str().unwrap(),
+        &["--config", cfg.to_str().unwrap(), "build", "seed"],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("proxy.listen 192.168.33.3 is not an address of this host"),
+        "{t}"
+    );
+    assert!(
+        t.contains("breth1 is missing") && t.contains("ci-builder net up"),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn audit_after_the_build_fails_it_on_a_leak() {
+    use e2e::docker::Image;
+    let s = Setup::start().await;
+    let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
+    let out_dir = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    let clean = Image::build(
+        &format!("pap-build-clean:{pid}"),
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+        &[],
+        &[],
+    );
+    let leaky = Image::build(
+        &format!("pap-build-leaky:{pid}"),
+        &format!("FROM scratch\nCOPY busybox /bin/busybox\nENV P=\"{PASSWORD}\"\n"),
+        &[],
+        &[],
+    );
+    for (from, tag, want) in [
+        (&clean.tag, format!("c{pid}"), 0),
+        (&leaky.tag, format!("l{pid}"), 1),
+    ] {
+        let _built = Image {
+            tag: format!("pap-kolla-built:{tag}"),
+        };
+        let o = tokio::task::spawn_blocking({
+            let (cfg, dir, from, tag) = (
+                cfg.clone(),
+                out_dir.path().to_path_buf(),
+                from.clone(),
+                tag.clone(),
+            );
+            move || {
+                builder(
+                    &cfg,
+                    &["build", "seed", "--audit", "--tag", &tag],
+                    &[("FAKE_TAG_FROM", &from)],
+                    &dir,
+                )
+            }
+        })
+        .await
+        .unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(want), "{t}");
+        assert!(
+            t.contains(&format!("1 images tagged {tag}")) && t.contains("MiB"),
+            "{t}"
+        );
+        assert!(t.contains(if want == 0 { "clean" } else { "LEAKS" }), "{t}");
+        leak::assert_clean("ci-builder's output", t.as_bytes());
+    }
+}
