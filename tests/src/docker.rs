@@ -33,6 +33,19 @@ impl Image {
         files: &[(&str, &[u8])],
         build_args: &[(&str, &str)],
     ) -> Image {
+        match Self::try_build(tag, dockerfile, files, build_args) {
+            Ok(i) => i,
+            Err(log) => panic!("docker build {tag}: {log}"),
+        }
+    }
+
+    /// Builds without the cache; the build's output on failure.
+    pub fn try_build(
+        tag: &str,
+        dockerfile: &str,
+        files: &[(&str, &[u8])],
+        build_args: &[(&str, &str)],
+    ) -> Result<Image, String> {
         ensure_daemon();
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(busybox(), dir.path().join("busybox")).unwrap();
@@ -41,18 +54,23 @@ impl Image {
             std::fs::write(dir.path().join(name), data).unwrap();
         }
         let mut cmd = Command::new("docker");
-        cmd.args(["build", "--network", "host", "-q", "-t", tag]);
+        cmd.args(["build", "--no-cache", "--network", "host", "-t", tag]);
         for (k, v) in build_args {
             cmd.arg("--build-arg").arg(format!("{k}={v}"));
         }
         let out = cmd.arg(dir.path()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker build {tag}: {}",
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Image {
-            tag: tag.to_string(),
+        if out.status.success() {
+            Ok(Image {
+                tag: tag.to_string(),
+            })
+        } else {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+            Err(log)
         }
     }
 }

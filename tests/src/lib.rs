@@ -3,6 +3,7 @@
 //! real `pulp-auth-proxy` binary run as a child, a plain HTTP client, and a
 //! leak scanner that every test ends with.
 
+pub mod apt;
 pub mod client;
 pub mod docker;
 pub mod leak;
@@ -120,4 +121,14 @@ pub fn first_status(raw: &[u8]) -> Option<u16> {
 /// How many responses raw response bytes hold.
 pub fn count_responses(raw: &[u8]) -> usize {
     raw.windows(9).filter(|w| w == b"HTTP/1.1 ").count()
+}
+
+/// A child process killed and reaped on drop, also when a test panics.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

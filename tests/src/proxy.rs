@@ -78,8 +78,16 @@ pub struct Proxy {
     pub log: PathBuf,
 }
 
-fn command(config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(crate::bin("pulp-auth-proxy"));
+fn command(config: &Path, log: &Path, env: &[(&str, &str)], netns: Option<&str>) -> Command {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(crate::bin("pulp-auth-proxy"));
+            c
+        }
+        None => Command::new(crate::bin("pulp-auth-proxy")),
+    };
     cmd.arg("--config")
         .arg(config)
         .env_clear()
@@ -97,8 +105,13 @@ fn command(config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
 impl Proxy {
     /// Starts the binary and waits for its "listening" line.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Proxy {
+        Self::start_in(None, config, env)
+    }
+
+    /// Like [`Proxy::start`], inside network namespace `netns` when given.
+    pub fn start_in(netns: Option<&str>, config: &Path, env: &[(&str, &str)]) -> Proxy {
         let log = config.with_extension("log");
-        let mut child = command(config, &log, env).spawn().unwrap();
+        let mut child = command(config, &log, env, netns).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -133,7 +146,7 @@ impl Proxy {
     /// Runs the binary to completion (for start-up failures).
     pub fn run(config: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
         let log = config.with_extension("log");
-        let mut child = command(config, &log, env).spawn().unwrap();
+        let mut child = command(config, &log, env, None).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

@@ -56,6 +56,8 @@ pub enum Content {
     Redirect(StatusCode, String),
     /// Waits this long before the response head.
     Delay(Duration),
+    /// A file on disk, streamed.
+    File(std::path::PathBuf),
 }
 
 /// The byte at offset `i` of a pattern body.
@@ -99,6 +101,7 @@ pub enum Versions {
 
 #[derive(Default)]
 struct Shared {
+    body_bytes: std::sync::atomic::AtomicU64,
     files: Mutex<HashMap<String, Content>>,
     requests: Mutex<Vec<Recorded>>,
     handshakes_ok: AtomicUsize,
@@ -124,6 +127,11 @@ impl Drop for Upstream {
 impl Upstream {
     /// Starts on `127.0.0.1:0` with `cert`, offering `versions`.
     pub async fn start(cert: ServerCert, versions: Versions) -> Upstream {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), cert, versions).await
+    }
+
+    /// Starts on `addr` with `cert`, offering `versions`.
+    pub async fn start_on(addr: SocketAddr, cert: ServerCert, versions: Versions) -> Upstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: &[&'static rustls::SupportedProtocolVersion] = match versions {
             Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -138,7 +146,7 @@ impl Upstream {
             .unwrap();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         *shared.expected_auth.lock().unwrap() = crate::basic_header();
@@ -184,6 +192,34 @@ impl Upstream {
             .lock()
             .unwrap()
             .insert(path.to_string(), content);
+    }
+
+    /// Serves every file under `dir` at `url_prefix` + its relative path.
+    pub fn serve_dir(&self, url_prefix: &str, dir: &std::path::Path) {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let rel = path
+                        .strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    self.put(
+                        &format!("{}/{rel}", url_prefix.trim_end_matches('/')),
+                        Content::File(path),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Response body bytes sent so far.
+    pub fn body_bytes(&self) -> u64 {
+        self.shared.body_bytes.load(Ordering::SeqCst)
     }
 
     /// Every request received so far.
@@ -253,7 +289,15 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             .body(full("{\"versions\":[]}"))
             .unwrap();
     }
-    let content = s.files.lock().unwrap().get(&path).cloned();
+    // Like any web server, look files up by the decoded path (apt sends
+    // `+` as `%2B`).
+    let content = {
+        let files = s.files.lock().unwrap();
+        files
+            .get(&path)
+            .or_else(|| files.get(&percent_decode(&path)))
+            .cloned()
+    };
     let Some(content) = content else {
         return Response::builder()
             .status(StatusCode::NOT_FOUND)
@@ -321,6 +365,21 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         Content::Delay(d) => {
             tokio::time::sleep(d).await;
             builder.body(full("late\n")).unwrap()
+        }
+        Content::File(path) => {
+            let Ok(data) = tokio::fs::read(&path).await else {
+                return Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(full("gone\n"))
+                    .unwrap();
+            };
+            if !head {
+                s.body_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+            }
+            builder
+                .header(header::CONTENT_LENGTH, data.len())
+                .body(if head { full("") } else { full(data) })
+                .unwrap()
         }
     }
 }
@@ -393,4 +452,26 @@ impl hyper::body::Body for ChannelBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -2,6 +2,7 @@
 //! upstream on loopback. One test binary, one module per area. Every test
 //! ends with a leak check of the responses and the proxy's trace-level log.
 
+mod apt_build;
 mod audit;
 mod build;
 mod config_errors;

@@ -1,0 +1,218 @@
+//! The whole promise on real components: a real APT repository behind an
+//! HTTPS Pulp stand-in that requires the credentials, the real proxy
+//! binary deployed as operators run it, a real package manager fetching
+//! through it, and the audit of what was built.
+
+use e2e::docker::{ensure_daemon, Image};
+use e2e::netns::Netns;
+use e2e::proxy::{Proxy, Scratch};
+use e2e::{apt, leak, Setup, USERNAME};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use apt::{dockerfile, REPO_PREFIX};
+
+fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
+    let out = Command::new(e2e::bin("ci-builder"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["audit", image])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    leak::assert_clean("the audit's output", text.as_bytes());
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
+    ensure_daemon();
+    let repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let base = tokio::task::spawn_blocking(apt::base_image).await.unwrap();
+    let mut s = Setup::start().await;
+    s.upstream.serve_dir(REPO_PREFIX, &repo);
+    let url = s.proxy.url();
+    let pid = std::process::id();
+
+    let built = tokio::task::block_in_place(|| {
+        Image::try_build(
+            &format!("pap-e2e-apt:{pid}"),
+            &dockerfile(base, &url),
+            &[],
+            &[],
+        )
+    });
+    let built = built.unwrap_or_else(|log| {
+        panic!(
+            "the build through the proxy failed:\n{log}\nproxy log:\n{}",
+            s.proxy.log_text()
+        )
+    });
+    let log = s.proxy.log_text();
+    assert!(
+        log.contains("path=/pulp/content/debian/pool/main/hello_"),
+        "no package fetched through the proxy:\n{log}"
+    );
+    assert!(s
+        .upstream
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization") == vec![e2e::basic_header()]));
+
+    // The image holds no credential; a control image that does is caught.
+    let cfg = s.scratch.path("config.toml");
+    let (code, text) = audit(&cfg, &built.tag);
+    assert_eq!(code, 0, "{text}");
+    let control = Image::build(
+        &format!("pap-e2e-control:{pid}"),
+        &format!("FROM {base}\nCOPY sources.list /etc/apt/sources.list\n"),
+        &[("sources.list", format!(
+            "deb [trusted=yes] http://{USERNAME}:fake%20pass%3A%40%2F%25%2B%20word@127.0.0.1:80{REPO_PREFIX} stable main\n"
+        ).as_bytes())],
+        &[],
+    );
+    let (code, text) = audit(&cfg, &control.tag);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("URL userinfo") && text.contains("/etc/apt/sources.list"),
+        "{text}"
+    );
+
+    // Without the proxy the same build fails.
+    s.proxy.signal("TERM");
+    tokio::task::block_in_place(|| s.proxy.wait(std::time::Duration::from_secs(10)));
+    let again = tokio::task::block_in_place(|| {
+        Image::try_build(
+            &format!("pap-e2e-apt-noproxy:{pid}"),
+            &dockerfile(base, &url),
+            &[],
+            &[],
+        )
+    });
+    assert!(again.is_err(), "the build succeeded without the proxy");
+    s.assert_no_leaks();
+}
+
+#[test]
+fn apt_in_a_namespace_through_the_bridge() {
+    let repo = apt::repo();
+    let rootfs = apt::rootfs_copy();
+    let ns = Netns::new();
+    let s = Scratch::new();
+
+    // The Pulp stand-in inside the namespace, on its loopback.
+    let mut upstream = e2e::KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(e2e::bin("test-upstream"))
+            .args([
+                "127.0.0.1:0",
+                s.path("ca.pem").to_str().unwrap(),
+                repo.to_str().unwrap(),
+                REPO_PREFIX,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(upstream.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let up_addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .expect("test-upstream did not start")
+        .to_string();
+
+    let cfg = s.write_config(&format!(
+        r#"[network]
+bridge = "breth1"
+address = "192.168.33.3/24"
+ports = ["dummy1"]
+
+[proxy]
+listen = "192.168.33.3:80"
+interface = "breth1"
+allowed_clients = ["192.168.33.0/24", "127.0.0.0/8"]
+
+[upstream]
+url = "https://{up_addr}"
+username = "{USERNAME}"
+password_file = "{pw}"
+ca_file = "{ca}"
+"#,
+        pw = s.path("pw").display(),
+        ca = s.path("ca.pem").display()
+    ));
+    let bin = e2e::bin("ci-builder");
+    let up = ns.run(
+        bin.to_str().unwrap(),
+        &["--config", cfg.to_str().unwrap(), "net", "up"],
+    );
+    assert!(
+        up.status.success(),
+        "net up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let proxy = Proxy::start_in(Some(&ns.name), &cfg, &[]);
+    assert_eq!(proxy.addr.to_string(), "192.168.33.3:80");
+
+    let root = rootfs.path().to_str().unwrap();
+    std::fs::write(
+        rootfs.path().join("etc/apt/sources.list"),
+        format!("deb [trusted=yes] http://192.168.33.3{REPO_PREFIX} stable main\n"),
+    )
+    .unwrap();
+    for args in [
+        vec![root, "apt-get", "update"],
+        vec![
+            root,
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "hello",
+            "jq",
+        ],
+        vec![root, "hello"],
+    ] {
+        let out = ns.run("chroot", &args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "chroot {args:?}:\n{text}\nproxy log:\n{}",
+            proxy.log_text()
+        );
+        leak::assert_clean("apt's output", text.as_bytes());
+        if args[1] == "hello" {
+            assert!(text.contains("Hello, world"), "{text}");
+        }
+    }
+    let log = proxy.log_text();
+    assert!(
+        log.contains("peer=192.168.33.3:")
+            && log.contains("path=/pulp/content/debian/pool/main/hello_"),
+        "{log}"
+    );
+    leak::assert_clean("the proxy's log", log.as_bytes());
+    drop(proxy);
+    drop(upstream);
+    let down = ns.run(
+        bin.to_str().unwrap(),
+        &["--config", cfg.to_str().unwrap(), "net", "down"],
+    );
+    assert!(
+        down.status.success(),
+        "net down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
