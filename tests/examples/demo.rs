@@ -9,9 +9,8 @@ use e2e::docker::Image;
 use e2e::netns::Netns;
 use e2e::proxy::{Proxy, Scratch};
 use e2e::upstream::{Upstream, Versions};
-use e2e::{pki, KillOnDrop, USERNAME};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use e2e::{pki, USERNAME};
+use std::process::Command;
 
 fn say(step: &str) {
     println!("\n== {step}");
@@ -135,30 +134,12 @@ fn bridge_demo(repo: &std::path::Path, scratch: &Scratch) {
         "Network namespace {} stands in for the build host",
         ns.name
     ));
-    let mut upstream = KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(e2e::bin("test-upstream"))
-            .arg("127.0.0.1:0")
-            .arg(scratch.path("ca.pem"))
-            .arg(repo)
-            .arg(REPO_PREFIX)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(upstream.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let up_addr = line.trim().trim_start_matches("listening ").to_string();
+    let (upstream, up_addr) = apt::upstream_in(&ns, &scratch.path("ca.pem"), repo);
     println!("   Pulp stand-in at https://{up_addr} inside the namespace");
-    let cfg = scratch.write_config(&format!(
-        "[network]\nbridge = \"breth1\"\naddress = \"192.168.33.3/24\"\nports = [\"dummy1\"]\n\n\
-         [proxy]\nlisten = \"192.168.33.3:80\"\ninterface = \"breth1\"\n\n\
-         [upstream]\nurl = \"https://{up_addr}\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
-        scratch.path("pw").display(),
-        scratch.path("ca.pem").display()
+    let cfg = scratch.write_config(&apt::bridge_config(
+        &up_addr,
+        &scratch.path("pw"),
+        &scratch.path("ca.pem"),
     ));
     let builder = e2e::bin("ci-builder");
     say("ci-builder net up");

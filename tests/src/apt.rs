@@ -238,3 +238,62 @@ RUN hello | grep -q 'Hello, world' && tree --version && echo '{{"a":42}}' | jq -
 "#
     )
 }
+
+/// Starts the Pulp stand-in as a process inside `ns`, on the namespace's
+/// loopback, serving `repo` at [`REPO_PREFIX`] and writing its CA to
+/// `ca_out`; returns it (killed on drop) and its address.
+pub fn upstream_in(
+    ns: &crate::netns::Netns,
+    ca_out: &Path,
+    repo: &Path,
+) -> (crate::KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut child = crate::KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(crate::bin("test-upstream"))
+            .arg("127.0.0.1:0")
+            .arg(ca_out)
+            .arg(repo)
+            .arg(REPO_PREFIX)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .expect("test-upstream did not start")
+        .to_string();
+    (child, addr)
+}
+
+/// The bridge deployment's configuration: `breth1` with 192.168.33.3/24,
+/// the proxy on it (with `interface` set), the stand-in at `upstream_addr`.
+pub fn bridge_config(upstream_addr: &str, password_file: &Path, ca_file: &Path) -> String {
+    format!(
+        r#"[network]
+bridge = "breth1"
+address = "192.168.33.3/24"
+ports = ["dummy1"]
+
+[proxy]
+listen = "192.168.33.3:80"
+interface = "breth1"
+allowed_clients = ["192.168.33.0/24", "127.0.0.0/8"]
+
+[upstream]
+url = "https://{upstream_addr}"
+username = "{user}"
+password_file = "{pw}"
+ca_file = "{ca}"
+"#,
+        user = crate::USERNAME,
+        pw = password_file.display(),
+        ca = ca_file.display()
+    )
+}

@@ -7,8 +7,7 @@ use e2e::docker::{ensure_daemon, Image};
 use e2e::netns::Netns;
 use e2e::proxy::{Proxy, Scratch};
 use e2e::{apt, leak, Setup, USERNAME};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use apt::{dockerfile, REPO_PREFIX};
 
@@ -105,49 +104,11 @@ fn apt_in_a_namespace_through_the_bridge() {
     let s = Scratch::new();
 
     // The Pulp stand-in inside the namespace, on its loopback.
-    let mut upstream = e2e::KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(e2e::bin("test-upstream"))
-            .args([
-                "127.0.0.1:0",
-                s.path("ca.pem").to_str().unwrap(),
-                repo.to_str().unwrap(),
-                REPO_PREFIX,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(upstream.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let up_addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .expect("test-upstream did not start")
-        .to_string();
-
-    let cfg = s.write_config(&format!(
-        r#"[network]
-bridge = "breth1"
-address = "192.168.33.3/24"
-ports = ["dummy1"]
-
-[proxy]
-listen = "192.168.33.3:80"
-interface = "breth1"
-allowed_clients = ["192.168.33.0/24", "127.0.0.0/8"]
-
-[upstream]
-url = "https://{up_addr}"
-username = "{USERNAME}"
-password_file = "{pw}"
-ca_file = "{ca}"
-"#,
-        pw = s.path("pw").display(),
-        ca = s.path("ca.pem").display()
+    let (upstream, up_addr) = apt::upstream_in(&ns, &s.path("ca.pem"), &repo);
+    let cfg = s.write_config(&apt::bridge_config(
+        &up_addr,
+        &s.path("pw"),
+        &s.path("ca.pem"),
     ));
     let bin = e2e::bin("ci-builder");
     let up = ns.run(
