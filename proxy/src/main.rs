@@ -8,6 +8,7 @@ use pulp_auth_config::credentials::{load_password, PasswordSource};
 use pulp_auth_config::{Config, LogFormat};
 use pulp_auth_proxy::credentials::BasicAuth;
 use pulp_auth_proxy::error::StartError;
+use pulp_auth_proxy::health::Readiness;
 use pulp_auth_proxy::listener;
 use pulp_auth_proxy::metrics::Metrics;
 use pulp_auth_proxy::server::{self, Limits};
@@ -39,7 +40,9 @@ fn main() -> ExitCode {
     let loaded = Config::load(&cli.config);
     init_logging(loaded.as_ref().ok().and_then(|c| c.proxy.as_ref()));
     let result = loaded.map_err(StartError::from).and_then(|config| {
-        tokio::runtime::Builder::new_multi_thread()
+        // This thread runs the control tasks (signals, reload, watchdog,
+        // metrics listener); requests are served by the workers of `run`.
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?
@@ -71,21 +74,39 @@ fn init_logging(proxy: Option<&pulp_auth_config::Proxy>) {
         .init();
 }
 
+/// What SIGHUP re-reads: the credentials and the trust anchors.
+struct Loaded {
+    auth: BasicAuth,
+    tls: rustls::ClientConfig,
+    source: PasswordSource,
+}
+
 /// The password and trust anchors, read now; used at start and on SIGHUP.
-fn load_live(upstream: &pulp_auth_config::Upstream) -> Result<(Live, PasswordSource), StartError> {
+fn load(upstream: &pulp_auth_config::Upstream) -> Result<Loaded, StartError> {
     let (password, source) =
         load_password(upstream.password_file.as_deref(), |k| std::env::var_os(k))?;
     let auth = BasicAuth::new(&upstream.username, &password);
     drop(password);
     let tls = upstream::tls_config(upstream.ca_file.as_deref())?;
-    let client = Upstream::new(upstream, tls)?;
-    Ok((
-        Live {
-            upstream: client,
-            auth,
-        },
-        source,
-    ))
+    Ok(Loaded { auth, tls, source })
+}
+
+impl Loaded {
+    /// A worker's own client (its own connection pool) with these settings.
+    fn live(&self, upstream: &pulp_auth_config::Upstream) -> Result<Live, StartError> {
+        Ok(Live {
+            upstream: Upstream::new(upstream, self.tls.clone())?,
+            auth: self.auth.clone(),
+        })
+    }
+}
+
+/// Workers: one single-threaded runtime per CPU, each with its own accept
+/// loop on the shared socket and its own upstream connection pool, so a
+/// request never hops between threads (the profile showed cross-thread
+/// wake-ups dominating with a work-stealing runtime).
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
@@ -94,7 +115,8 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let (live, source) = load_live(upstream_config)?;
+    let loaded = load(upstream_config)?;
+    let source = &loaded.source;
     tracing::info!(%source, "loaded the upstream password");
 
     if cli.check_config {
@@ -115,42 +137,90 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
         None => (listener::bind(proxy).await?, "bound"),
     };
     let local = socket.local_addr().map_err(StartError::Interfaces)?;
+    let socket = socket.into_std().map_err(StartError::Interfaces)?;
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(State::new(live, proxy, public_base(local), metrics));
+    let readiness = Arc::new(Readiness::default());
+    let states = (0..workers())
+        .map(|_| {
+            let live = loaded.live(upstream_config)?;
+            let state = State::new(
+                live,
+                proxy,
+                public_base(local),
+                metrics.clone(),
+                readiness.clone(),
+            );
+            Ok(Arc::new(state))
+        })
+        .collect::<Result<Vec<_>, StartError>>()?;
     let metrics_socket = match proxy.metrics_listen {
         Some(addr) => Some(listener::bind_metrics(addr).await?),
         None => None,
     };
-    tracing::info!(listen = %local, socket = how, upstream = %upstream_config.origin, "listening");
+    tracing::info!(listen = %local, socket = how, workers = states.len(), upstream = %upstream_config.origin, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let status = format!("serving on {local}");
-    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
-    tokio::spawn(watchdog());
-    tokio::spawn(reload_on_hup(state.clone(), upstream_config.clone()));
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-        let _ = stop_tx.send(true);
-    });
-
-    if let Some(m) = metrics_socket {
-        tracing::info!(metrics_listen = ?proxy.metrics_listen.map(|a| a.to_string()), "serving /metrics separately");
-        tokio::spawn(server::serve_metrics(
-            m,
-            state.clone(),
-            stopped(stop_rx.clone()),
-        ));
-    }
     let limits = Limits {
-        max_connections: proxy.max_connections,
+        slots: Arc::new(tokio::sync::Semaphore::new(proxy.max_connections as usize)),
         header_timeout: proxy.header_timeout,
         idle_timeout: proxy.idle_timeout,
         max_header_bytes: proxy.max_header_bytes,
         max_headers: proxy.max_headers,
         shutdown_grace: proxy.shutdown_grace,
     };
-    server::serve(socket, state, limits, stopped(stop_rx)).await;
+    let mut threads = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        let socket = socket.try_clone().map_err(StartError::Interfaces)?;
+        let (state, limits, stop) = (state.clone(), limits.clone(), stop_rx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let socket = tokio::net::TcpListener::from_std(socket)?;
+                    server::serve(socket, state, limits, stopped(stop)).await;
+                    Ok(())
+                })
+            })
+            .map_err(StartError::Runtime)?;
+        threads.push(thread);
+    }
+
+    let status = format!("serving on {local}");
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
+    tokio::spawn(watchdog());
+    tokio::spawn(reload_on_hup(states.clone(), upstream_config.clone()));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+    });
+    if let Some(m) = metrics_socket {
+        tracing::info!(metrics_listen = ?proxy.metrics_listen.map(|a| a.to_string()), "serving /metrics separately");
+        tokio::spawn(server::serve_metrics(
+            m,
+            states[0].clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| StartError::Runtime(std::io::Error::other(e.to_string())))?;
+    for result in joined {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Runtime(e)),
+            Err(_) => {
+                return Err(StartError::Runtime(std::io::Error::other(
+                    "a worker panicked",
+                )))
+            }
+        }
+    }
     Ok(())
 }
 
@@ -188,16 +258,25 @@ async fn watchdog() {
 /// SIGHUP re-reads the password source and the CA file. A new value that
 /// fails to load leaves the current one in force; transfers in flight keep
 /// the client they started with.
-async fn reload_on_hup(state: Arc<State>, upstream: pulp_auth_config::Upstream) {
+async fn reload_on_hup(states: Vec<Arc<State>>, upstream: pulp_auth_config::Upstream) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; credential rotation needs a restart");
         return;
     };
     while hup.recv().await.is_some() {
-        match load_live(&upstream) {
-            Ok((live, source)) => {
-                state.replace(live).await;
+        let fresh = load(&upstream).and_then(|loaded| {
+            let lives = states
+                .iter()
+                .map(|_| loaded.live(&upstream))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((lives, loaded.source))
+        });
+        match fresh {
+            Ok((lives, source)) => {
+                for (state, live) in states.iter().zip(lives) {
+                    state.replace(live).await;
+                }
                 tracing::info!(%source, "SIGHUP: reloaded the upstream password and trust anchors");
             }
             Err(e) => tracing::error!(

@@ -16,8 +16,9 @@ use tokio::sync::Semaphore;
 /// Connection-level settings.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once.
-    pub max_connections: u32,
+    /// Connection slots, shared by every worker so that
+    /// `proxy.max_connections` bounds the whole process.
+    pub slots: Arc<Semaphore>,
     /// Time allowed for a request head, from its first byte.
     pub header_timeout: Duration,
     /// Time an idle keep-alive connection is kept.
@@ -46,7 +47,7 @@ pub async fn serve(
         .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let slots = limits.slots.clone();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 

@@ -57,7 +57,7 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Whether this listener answers `/metrics` (no `metrics_listen`).
     pub serve_metrics: bool,
-    readiness: Readiness,
+    readiness: Arc<Readiness>,
 }
 
 impl State {
@@ -67,6 +67,7 @@ impl State {
         proxy: &pulp_auth_config::Proxy,
         public_base: String,
         metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
     ) -> Self {
         Self {
             live: RwLock::new(Arc::new(live)),
@@ -76,7 +77,7 @@ impl State {
             public_base,
             metrics,
             serve_metrics: proxy.metrics_listen.is_none(),
-            readiness: Readiness::default(),
+            readiness,
         }
     }
 

@@ -56,6 +56,9 @@ pw='fake bench pass:@/%+ word'
 printf '%s:%s\n' "$user" "$(openssl passwd -apr1 "$pw")" > htpasswd
 printf '%s\n' "$pw" > pw
 chmod 600 pw
+# nginx workers run unprivileged: they must read the files and htpasswd.
+chmod 755 "$work"
+chmod -R a+rX www htpasswd
 auth="Basic $(printf '%s' "$user:$pw" | base64 -w0)"
 
 nginx_conf() { # name port server-block
@@ -114,6 +117,7 @@ nginx_conf tuned 18082 "
 cat > proxy.toml <<EOF
 [proxy]
 listen = "127.0.0.1:18083"
+log_level = "${PROXY_LOG_LEVEL:-info}"
 [upstream]
 url = "https://127.0.0.1:18443"
 username = "$user"
@@ -130,7 +134,9 @@ declare -A base=([direct]=https://127.0.0.1:18443 [nginx-deployed]=http://127.0.
 targets=(direct nginx-deployed nginx-tuned pulp-auth-proxy)
 path=/pulp/content/bench
 curl -fsS --cacert ca.pem -H "Authorization: $auth" -o /dev/null https://127.0.0.1:18443$path/1k
-for t in "${targets[@]:1}"; do curl -fsS -o /dev/null "${base[$t]}$path/1k"; done
+for t in "${targets[@]:1}"; do
+    curl -fsS -o /dev/null "${base[$t]}$path/1k" || { echo "$t does not serve $path/1k; its log:" >&2; cat ./*.err proxy.log >&2; exit 1; }
+done
 
 # PIDs whose CPU and memory count for a front end.
 front_pids() {
