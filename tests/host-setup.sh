@@ -7,9 +7,9 @@
 # service tests, ip (network namespaces) and setpriv (dropping privileges)
 # for the net tests, the Docker daemon and a static busybox for the image
 # audit tests, mmdebstrap, dpkg-scanpackages (dpkg-dev) and apt-ftparchive
-# (apt-utils) for the APT end-to-end test.
+# (apt-utils) for the APT end-to-end test, curl as a client inside namespaces.
 packages=(ca-certificates procps systemd iproute2 util-linux docker.io busybox-static gzip
-    mmdebstrap dpkg-dev apt-utils)
+    mmdebstrap dpkg-dev apt-utils curl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

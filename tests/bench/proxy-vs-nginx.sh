@@ -124,7 +124,10 @@ username = "$user"
 password_file = "$work/pw"
 ca_file = "$work/ca.pem"
 EOF
-"$proxy_bin" --config proxy.toml 2>proxy.log &
+# As the shipped systemd unit runs it (Environment=MALLOC_ARENA_MAX=2);
+# MALLOC_ARENA_MAX= (empty) in the caller's environment measures glibc's
+# default of one arena per thread instead.
+MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2} "$proxy_bin" --config proxy.toml 2>proxy.log &
 proxy_pid=$!
 pids+=("$proxy_pid")
 sleep 1

@@ -177,3 +177,47 @@ async fn redirects_into_the_upstream_are_rewritten() {
     s.saw(&away);
     s.assert_no_leaks();
 }
+
+#[test]
+fn unresolvable_upstream_is_502_fast() {
+    // Inside a namespace with only loopback: the name lookup fails at once
+    // and no query can leave the machine.
+    let ns = e2e::netns::Netns::new();
+    let s = e2e::proxy::Scratch::new();
+    e2e::pki::TestCa::new().write_pem(&s.path("ca.pem"));
+    let cfg = s.write_config(&e2e::proxy::config(
+        "https://pulp.invalid",
+        &s.path("ca.pem"),
+        &s.path("pw"),
+    ));
+    let proxy = e2e::proxy::Proxy::start_in(Some(&ns.name), &cfg, &[]);
+    let started = Instant::now();
+    let out = ns.run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{}/pulp/content/a", proxy.url()),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "502",
+        "{}",
+        proxy.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("kind=dns") && log.contains("did not resolve"),
+        "{log}"
+    );
+    e2e::leak::assert_clean("the proxy's log", log.as_bytes());
+}
