@@ -7,6 +7,17 @@ use e2e::{upstream_keys, Setup};
 use http::StatusCode;
 use std::time::{Duration, Instant};
 
+/// The config with `upstream.url` pointing at `127.0.0.1:port`.
+fn upstream_at(config: &str, port: u16) -> String {
+    let at = config.find("url = ").unwrap();
+    let end = config[at..].find('\n').unwrap() + at;
+    format!(
+        "{}url = \"https://127.0.0.1:{port}\"{}",
+        &config[..at],
+        &config[end..]
+    )
+}
+
 fn log_has(s: &Setup, needles: &[&str]) {
     let log = s.proxy.log_text();
     assert!(
@@ -43,16 +54,7 @@ async fn connection_refused_is_502_fast() {
         .local_addr()
         .unwrap()
         .port();
-    let s = Setup::start_with(Versions::Both, "", |c| {
-        let at = c.find("url = ").unwrap();
-        let end = c[at..].find('\n').unwrap() + at;
-        format!(
-            "{}url = \"https://127.0.0.1:{port}\"{}",
-            &c[..at],
-            &c[end..]
-        )
-    })
-    .await;
+    let s = Setup::start_with(Versions::Both, "", |c| upstream_at(&c, port)).await;
     let started = Instant::now();
     let got = get(s.proxy.addr, "/pulp/content/a").await;
     assert_eq!(got.status, 502);
@@ -78,13 +80,7 @@ async fn silent_upstream_is_a_connect_timeout() {
     });
     let s = Setup::start_with(Versions::Both, "", |c| {
         let c = c.replace("[upstream]\n", "[upstream]\nconnect_timeout_secs = 1\n");
-        let at = c.find("url = ").unwrap();
-        let end = c[at..].find('\n').unwrap() + at;
-        format!(
-            "{}url = \"https://127.0.0.1:{port}\"{}",
-            &c[..at],
-            &c[end..]
-        )
+        upstream_at(&c, port)
     })
     .await;
     let got = get(s.proxy.addr, "/pulp/content/a").await;
