@@ -54,16 +54,9 @@ pub struct Plan {
     pub tag: String,
 }
 
-/// The proxy URL Kayobe is given: `http://IP` on port 80, else
-/// `http://IP:PORT`; IPv6 in brackets.
-pub fn proxy_url(listen: SocketAddr) -> String {
-    match (listen.ip(), listen.port()) {
-        (IpAddr::V6(ip), 80) => format!("http://[{ip}]"),
-        (ip, 80) => format!("http://{ip}"),
-        (IpAddr::V6(ip), port) => format!("http://[{ip}]:{port}"),
-        (ip, port) => format!("http://{ip}:{port}"),
-    }
-}
+/// The proxy URL Kayobe is given (the rule the proxy uses for its own
+/// address).
+pub use pulp_auth_config::http_url as proxy_url;
 
 /// `<distro>-<UTC datetime>`, e.g. `rocky-20261126T093000`.
 pub fn default_tag(distro: &str, now: SystemTime) -> String {

@@ -184,10 +184,7 @@ async fn build_command(
         return Ok(code.clamp(1, 255) as u8);
     }
     if let (true, Some(matcher)) = (audit, matcher) {
-        let mut reports = Vec::new();
-        for image in &images {
-            reports.push(audit::audit_image(&docker, image, matcher.clone()).await?);
-        }
+        let reports = audit::audit_images(&docker, &images, &matcher).await?;
         print!("{}", audit::table(&reports));
         if reports.iter().any(|r| !r.findings.is_empty()) {
             eprintln!("ci-builder: the audit found the credentials in an image; the build fails");
@@ -211,10 +208,7 @@ async fn audit_command(
     if images.is_empty() {
         return Err(BuilderError::NothingToAudit);
     }
-    let mut reports = Vec::new();
-    for image in &images {
-        reports.push(audit::audit_image(&docker, image, matcher.clone()).await?);
-    }
+    let reports = audit::audit_images(&docker, &images, &matcher).await?;
     if json {
         let text =
             serde_json::to_string_pretty(&reports).map_err(|e| BuilderError::Io(e.to_string()))?;

@@ -13,7 +13,9 @@ pub mod credentials;
 mod raw;
 mod types;
 
-pub use types::{ClientNet, InterfaceName, ListenAddr, PathPrefix, Scheme, UpstreamOrigin};
+pub use types::{
+    http_url, ClientNet, InterfaceName, ListenAddr, PathPrefix, Scheme, UpstreamOrigin,
+};
 
 use figment::providers::{Env, Serialized};
 use figment::value::{Dict, Value};

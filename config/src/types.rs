@@ -46,6 +46,16 @@ impl ListenAddr {
     }
 }
 
+/// The URL clients use for a listening address: `http://IP` on port 80,
+/// else `http://IP:PORT`; IPv6 in brackets.
+pub fn http_url(addr: SocketAddr) -> String {
+    match (addr.ip(), addr.port()) {
+        (IpAddr::V6(ip), 80) => format!("http://[{ip}]"),
+        (ip, 80) => format!("http://{ip}"),
+        _ => format!("http://{addr}"),
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -221,3 +221,28 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// Every error in the chain, outermost first, including those wrapped
+/// inside `io::Error`s.
+pub fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut stack = vec![err];
+    while let Some(e) = stack.pop() {
+        if out.len() > 32 {
+            break;
+        }
+        out.push(e);
+        if let Some(source) = e.source() {
+            stack.push(source);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            stack.push(inner);
+        }
+    }
+    out
+}

@@ -146,7 +146,7 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
             let state = State::new(
                 live,
                 proxy,
-                public_base(local),
+                pulp_auth_config::http_url(local),
                 metrics.clone(),
                 readiness.clone(),
             );
@@ -226,15 +226,6 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// `http://IP` when the port is 80, else `http://IP:PORT`; IPv6 in brackets.
-fn public_base(addr: std::net::SocketAddr) -> String {
-    match (addr.port(), addr.ip()) {
-        (80, std::net::IpAddr::V6(ip)) => format!("http://[{ip}]"),
-        (80, ip) => format!("http://{ip}"),
-        _ => format!("http://{addr}"),
-    }
 }
 
 /// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, from the

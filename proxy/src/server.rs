@@ -164,18 +164,9 @@ fn log_connection_error(
 }
 
 fn deadline_of(e: &hyper::Error) -> Option<Deadline> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(d) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<Deadline>())
-        {
-            return Some(*d);
-        }
-        cur = err.source();
-    }
-    None
+    crate::error::causes(e)
+        .into_iter()
+        .find_map(|c| c.downcast_ref::<Deadline>().copied())
 }
 
 /// Serves only `/metrics` (and `/healthz`) on `proxy.metrics_listen`, until

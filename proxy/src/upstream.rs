@@ -203,7 +203,7 @@ impl tower_service::Service<Uri> for TimeoutConnector {
 /// chain is opened with `get_ref` as well.
 fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError {
     let text = crate::error::chain(err);
-    for e in causes(err) {
+    for e in crate::error::causes(err) {
         if e.is::<ConnectTimedOut>() {
             return UpstreamError::ConnectTimeout;
         }
@@ -225,29 +225,4 @@ fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError {
         return UpstreamError::Dns(text);
     }
     UpstreamError::Other(text)
-}
-
-/// Every error in the chain, outermost first, including those wrapped
-/// inside `io::Error`s.
-fn causes<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Vec<&'a (dyn std::error::Error + 'static)> {
-    let mut out = Vec::new();
-    let mut stack = vec![err];
-    while let Some(e) = stack.pop() {
-        if out.len() > 32 {
-            break;
-        }
-        out.push(e);
-        if let Some(source) = e.source() {
-            stack.push(source);
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            stack.push(inner);
-        }
-    }
-    out
 }

@@ -142,6 +142,19 @@ pub async fn image_sizes(
     Ok(out)
 }
 
+/// Audits each image in turn.
+pub async fn audit_images(
+    docker: &Docker,
+    images: &[String],
+    matcher: &Arc<Matcher>,
+) -> Result<Vec<ImageReport>, BuilderError> {
+    let mut reports = Vec::with_capacity(images.len());
+    for image in images {
+        reports.push(audit_image(docker, image, matcher.clone()).await?);
+    }
+    Ok(reports)
+}
+
 /// Audits one image.
 pub async fn audit_image(
     docker: &Docker,

@@ -84,3 +84,12 @@ fn interface_names() {
         assert!(InterfaceName::parse(bad).is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn http_url_omits_port_80_and_brackets_ipv6() {
+    let url = |s: &str| http_url(s.parse().unwrap());
+    assert_eq!(url("192.168.33.3:80"), "http://192.168.33.3");
+    assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+    assert_eq!(url("[::1]:80"), "http://[::1]");
+    assert_eq!(url("[2001:db8::3]:8080"), "http://[2001:db8::3]:8080");
+}
