@@ -14,7 +14,7 @@ mod raw;
 mod types;
 
 pub use types::{
-    http_url, ClientNet, InterfaceName, ListenAddr, PathPrefix, Scheme, UpstreamOrigin,
+    http_url, parse_size, ClientNet, InterfaceName, ListenAddr, PathPrefix, Scheme, UpstreamOrigin,
 };
 
 use figment::providers::{Env, Serialized};
@@ -47,6 +47,8 @@ pub struct Config {
     pub upstream: Option<Upstream>,
     /// `[build]`.
     pub build: Build,
+    /// `[cache]`: the proxy's read-through cache; absent means off.
+    pub cache: Option<Cache>,
     /// Problems that do not stop start-up but an operator should see.
     pub warnings: Vec<String>,
 }
@@ -147,6 +149,19 @@ pub struct Build {
     /// The default base distribution (`rocky` or `ubuntu`).
     pub distro: String,
 }
+
+/// `[cache]`.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// The directory entries live in (absolute); created with mode 0700 if
+    /// its parent exists.
+    pub dir: PathBuf,
+    /// The most bytes the entries may take together.
+    pub max_size: u64,
+}
+
+/// The smallest `cache.max_size` accepted: less holds hardly one package.
+pub const MIN_CACHE_SIZE: u64 = 1 << 20;
 
 /// The base distributions Kolla builds here.
 pub const DISTROS: [&str; 2] = ["rocky", "ubuntu"];
@@ -577,6 +592,41 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
         distro,
     };
 
+    let cache = raw.cache.and_then(|c| {
+        let dir_ok = if !c.dir.is_absolute() {
+            Err(format!(
+                "`{}` is not an absolute path; write e.g. \"/var/lib/pulp-auth-proxy/cache\" \
+                 (under the service's StateDirectory)",
+                c.dir.display()
+            ))
+        } else if c.dir.components().any(|p| p == std::path::Component::ParentDir) {
+            Err(format!("`{}` contains `..`; write the path without it", c.dir.display()))
+        } else if c.dir.parent().is_none() {
+            Err("is the root directory; name a directory of its own".into())
+        } else {
+            Ok(())
+        };
+        field("cache.dir", dir_ok);
+        let max_size = match c.max_size {
+            raw::RawSize::Bytes(n) => Ok(n),
+            raw::RawSize::Text(t) => parse_size(&t),
+        }
+        .and_then(|n| {
+            if n < MIN_CACHE_SIZE {
+                Err(format!(
+                    "{n} bytes is below the minimum of 1 MiB; raise it, or remove [cache] to turn caching off"
+                ))
+            } else {
+                Ok(n)
+            }
+        });
+        field("cache.max_size", max_size.as_ref().map(|_| ()).map_err(Clone::clone));
+        Some(Cache {
+            dir: c.dir,
+            max_size: max_size.ok()?,
+        })
+    });
+
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -589,6 +639,7 @@ fn check(path: &Path, raw: raw::RawConfig) -> Result<Config, ConfigError> {
         proxy,
         upstream,
         build,
+        cache,
         warnings,
     })
 }

@@ -15,6 +15,7 @@ pub(crate) struct RawConfig {
     pub proxy: Option<RawProxy>,
     pub upstream: Option<RawUpstream>,
     pub build: Option<RawBuild>,
+    pub cache: Option<RawCache>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,4 +67,20 @@ pub(crate) struct RawBuild {
     pub kayobe_config_path: Option<PathBuf>,
     pub environment: Option<String>,
     pub distro: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub dir: PathBuf,
+    pub max_size: RawSize,
+}
+
+/// `max_size = 10737418240` or `max_size = "10 GiB"`; environment
+/// overrides arrive as either.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(u64),
+    Text(String),
 }

@@ -167,3 +167,80 @@ fn shipped_examples_load() {
         c.upstream().unwrap();
     }
 }
+
+#[test]
+fn example_cache_section_loads_when_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = ["[cache]", "dir =", "max_size ="]
+        .iter()
+        .fold(text, |t, key| t.replace(&format!("# {key}"), key));
+    Jail::expect_with(|jail| {
+        let c = load_in(jail, &text).unwrap().cache.unwrap();
+        assert_eq!(c.dir, Path::new("/var/lib/pulp-auth-proxy/cache"));
+        assert_eq!(c.max_size, 20 << 30);
+        Ok(())
+    });
+}
+
+#[test]
+fn cache_is_off_unless_configured() {
+    Jail::expect_with(|jail| {
+        assert!(load_in(jail, GOOD).unwrap().cache.is_none());
+        let text = format!(
+            "{GOOD}\n[cache]\ndir = \"/var/lib/pulp-auth-proxy/cache\"\nmax_size = \"10 GiB\"\n"
+        );
+        let c = load_in(jail, &text).unwrap().cache.unwrap();
+        assert_eq!(c.dir, Path::new("/var/lib/pulp-auth-proxy/cache"));
+        assert_eq!(c.max_size, 10 << 30);
+        jail.set_env("PULP_AUTH_PROXY_CACHE__MAX_SIZE", "2097152");
+        assert_eq!(
+            load_in(jail, &text).unwrap().cache.unwrap().max_size,
+            2 << 20
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn cache_problems_are_named() {
+    Jail::expect_with(|jail| {
+        let text = format!("{GOOD}\n[cache]\ndir = \"cache\"\nmax_size = \"10 GB\"\n");
+        let err = load_in(jail, &text).unwrap_err().to_string();
+        assert!(
+            err.contains("cache.dir: `cache` is not an absolute path"),
+            "{err}"
+        );
+        assert!(
+            err.contains("cache.max_size: unit `GB` is not one of"),
+            "{err}"
+        );
+        let text = format!("{GOOD}\n[cache]\ndir = \"/srv/../c\"\nmax_size = 1000\n");
+        let err = load_in(jail, &text).unwrap_err().to_string();
+        assert!(
+            err.contains("cache.dir: `/srv/../c` contains `..`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("cache.max_size: 1000 bytes is below the minimum of 1 MiB"),
+            "{err}"
+        );
+        let text = format!("{GOOD}\n[cache]\ndir = \"/srv/c\"\n");
+        let err = load_in(jail, &text).unwrap_err().to_string();
+        assert!(err.contains("missing field `max_size`"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn sizes_parse_with_binary_units() {
+    assert_eq!(parse_size("1048576"), Ok(1 << 20));
+    assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+    assert_eq!(parse_size("3M"), Ok(3 << 20));
+    assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+    assert!(parse_size("GiB").is_err());
+    assert!(parse_size("-1 GiB").is_err());
+    assert!(parse_size("99999999999 TiB")
+        .unwrap_err()
+        .contains("is not a size"));
+}

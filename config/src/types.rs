@@ -341,3 +341,32 @@ impl fmt::Display for InterfaceName {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses a size: a whole number of bytes, optionally followed by `KiB`,
+/// `MiB`, `GiB` or `TiB` (powers of 1024; `K`, `M`, `G`, `T` mean the same).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        other => {
+            return Err(format!(
+                "unit `{other}` is not one of B, KiB, MiB, GiB, TiB; write e.g. \"10 GiB\""
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| {
+            format!("`{text}` is not a size; write e.g. \"10 GiB\" or a number of bytes")
+        })
+}

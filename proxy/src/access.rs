@@ -3,8 +3,10 @@
 //! Fields: `peer`, `method`, `path` (the normalised path when the policy
 //! accepted it, else the target as sent, escaped), `status`, `bytes` (body
 //! bytes sent to the client), `duration_ms` (whole request), `upstream_ms`
-//! (until the upstream's response head; absent when nothing was sent), and
-//! `outcome`. Headers are never logged: the proxy's own `Authorization` is
+//! (until the upstream's response head; absent when nothing was sent),
+//! `cache` (with `[cache]` on: `hit` served without asking the upstream,
+//! `revalidated` served after a 304, `miss` fetched, `changed` refetched
+//! after revalidation, `bypass` not cacheable), and `outcome`. Headers are never logged: the proxy's own `Authorization` is
 //! among them once rewritten.
 
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ pub struct Access {
     pub started: Instant,
     /// Time to the upstream's response head, if anything was sent.
     pub upstream: Option<Duration>,
+    /// What the cache did, when it is on.
+    pub cache: Option<&'static str>,
     /// Where the request is counted.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -46,6 +50,7 @@ impl Access {
                 bytes,
                 duration_ms,
                 upstream_ms,
+                cache = self.cache.map(tracing::field::display),
                 "request"
             ),
             Err(why) => tracing::warn!(
@@ -57,6 +62,7 @@ impl Access {
                 bytes,
                 duration_ms,
                 upstream_ms,
+                cache = self.cache.map(tracing::field::display),
                 outcome = %why,
                 "request aborted"
             ),

@@ -4,8 +4,14 @@
 //! `upstream.body_timeout_secs` aborts the transfer, and the access log
 //! line is written when the transfer ends, so it carries the real byte
 //! count and outcome.
+//!
+//! When the cache stores the response, each frame is also written to the
+//! cache's temporary file, and the entry is put in place only when the
+//! transfer ended without error. [`CachedBody`] serves a stored entry.
 
 use crate::access::Access;
+use crate::cache::entry::Entry;
+use crate::cache::Fill;
 use crate::conn::Busy;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -36,14 +42,22 @@ pub struct ResponseBody {
     access: Access,
     bytes: u64,
     outcome: Option<Result<(), String>>,
+    fill: Option<Fill>,
     // Keeps the connection out of its idle and header deadlines until the
     // transfer is over.
     _busy: Busy,
 }
 
 impl ResponseBody {
-    /// Wraps `inner`; `access` is logged when the transfer ends.
-    pub fn new(inner: Incoming, stall: Duration, access: Access, busy: Busy) -> Self {
+    /// Wraps `inner`; `access` is logged when the transfer ends, and the
+    /// body is stored through `fill` when given.
+    pub fn new(
+        inner: Incoming,
+        stall: Duration,
+        access: Access,
+        busy: Busy,
+        fill: Option<Fill>,
+    ) -> Self {
         Self {
             inner,
             stall,
@@ -51,6 +65,7 @@ impl ResponseBody {
             access,
             bytes: 0,
             outcome: None,
+            fill,
             _busy: busy,
         }
     }
@@ -69,6 +84,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    if let Some(fill) = this.fill.as_mut() {
+                        fill.write(data);
+                    }
                 }
                 this.timer.as_mut().reset(Instant::now() + this.stall);
                 Poll::Ready(Some(Ok(frame)))
@@ -110,6 +128,94 @@ impl Drop for ResponseBody {
             None if self.inner.is_end_stream() => Ok(()),
             None => Err("client closed the connection before the end".to_string()),
         };
+        if let (Some(fill), Ok(())) = (self.fill.take(), &outcome) {
+            fill.finish();
+        }
+        self.access.finish(self.bytes, outcome);
+    }
+}
+
+/// Bytes read from a stored entry per frame.
+const CHUNK: u64 = 64 * 1024;
+
+/// A stored body (or one range of it) on its way to the client.
+pub struct CachedBody {
+    entry: Entry,
+    at: u64,
+    end: u64,
+    access: Access,
+    bytes: u64,
+    outcome: Option<Result<(), String>>,
+    _busy: Busy,
+}
+
+impl CachedBody {
+    /// Serves body bytes `start..end` of `entry`.
+    pub fn new(entry: Entry, start: u64, end: u64, access: Access, busy: Busy) -> Self {
+        Self {
+            entry,
+            at: start,
+            end,
+            access,
+            bytes: 0,
+            outcome: None,
+            _busy: busy,
+        }
+    }
+}
+
+impl Body for CachedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.at >= this.end {
+            this.outcome = Some(Ok(()));
+            return Poll::Ready(None);
+        }
+        let want = (this.end - this.at).min(CHUNK) as usize;
+        match this.entry.read(this.at, want) {
+            Ok(data) if !data.is_empty() => {
+                this.at += data.len() as u64;
+                this.bytes += data.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            // The file was checked at open; shorter now means damage.
+            Ok(_) => Poll::Ready(Some(Err(
+                this.failed(std::io::ErrorKind::UnexpectedEof.into())
+            ))),
+            Err(e) => Poll::Ready(Some(Err(this.failed(e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.at >= self.end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.end - self.at)
+    }
+}
+
+impl CachedBody {
+    fn failed(&mut self, e: std::io::Error) -> std::io::Error {
+        self.outcome = Some(Err(format!("reading the cache entry failed: {e}")));
+        e
+    }
+}
+
+impl Drop for CachedBody {
+    fn drop(&mut self) {
+        let outcome = match self.outcome.take() {
+            Some(o) => o,
+            None if self.at >= self.end => Ok(()),
+            None => Err("client closed the connection before the end".to_string()),
+        };
+        self.access.metrics.cache_served(self.bytes);
         self.access.finish(self.bytes, outcome);
     }
 }

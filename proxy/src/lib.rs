@@ -6,13 +6,15 @@
 //! [`policy`] (refuse early) -> [`rewrite`] (strip client credentials and
 //! hop-by-hop headers, then inject ours) -> [`upstream`] (pooled, verified
 //! TLS, timeouts) -> [`respond`] (the one place failures become statuses),
-//! or the upstream's body streamed back through [`body`]. [`server`] runs
+//! or the upstream's body streamed back through [`body`]. With `[cache]`,
+//! [`cache`] answers from disk or stores what streams back. [`server`] runs
 //! the accept loop; `main` binds (via [`listener`]) and hands it a listener.
 
 #![warn(missing_docs)]
 
 pub mod access;
 pub mod body;
+pub mod cache;
 pub mod conn;
 pub mod credentials;
 pub mod error;

@@ -6,6 +6,7 @@
 use clap::Parser;
 use pulp_auth_config::credentials::{load_password, PasswordSource};
 use pulp_auth_config::{Config, LogFormat};
+use pulp_auth_proxy::cache::Cache;
 use pulp_auth_proxy::credentials::BasicAuth;
 use pulp_auth_proxy::error::StartError;
 use pulp_auth_proxy::health::Readiness;
@@ -140,6 +141,17 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     let socket = socket.into_std().map_err(StartError::Interfaces)?;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
+    let cache = config.cache.as_ref().and_then(|c| {
+        Cache::open(c, &upstream_config.username, metrics.clone())
+            .map_err(|why| {
+                tracing::warn!(
+                    dir = %c.dir.display(),
+                    "cache off: {why}; requests are proxied without caching \
+                     (under systemd, keep cache.dir inside the unit's StateDirectory)"
+                )
+            })
+            .ok()
+    });
     let states = (0..workers())
         .map(|_| {
             let live = loaded.live(upstream_config)?;
@@ -149,6 +161,7 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
                 pulp_auth_config::http_url(local),
                 metrics.clone(),
                 readiness.clone(),
+                cache.clone(),
             );
             Ok(Arc::new(state))
         })

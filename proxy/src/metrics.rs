@@ -22,6 +22,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabel {
     rule: &'static str,
 }
@@ -35,6 +40,19 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     refusals: Family<RuleLabel, Counter>,
     open_connections: Gauge,
+    cache: CacheMetrics,
+}
+
+/// The read-through cache's counters; all zero while it is off.
+#[derive(Default)]
+struct CacheMetrics {
+    hits: Counter,
+    misses: Counter,
+    revalidations: Family<ResultLabel, Counter>,
+    bytes_served: Counter,
+    evictions: Counter,
+    entries: Gauge,
+    bytes_stored: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,6 +107,39 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        let cache = CacheMetrics::default();
+        let c = &cache;
+        registry.register(
+            "cache_hits",
+            "Requests answered from the cache (after revalidation where needed)",
+            c.hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Cacheable requests with nothing stored, fetched from the upstream",
+            c.misses.clone(),
+        );
+        registry.register(
+            "cache_revalidations",
+            "Stored responses checked with the upstream, by result",
+            c.revalidations.clone(),
+        );
+        registry.register(
+            "cache_served_bytes",
+            "Response body bytes sent to clients from the cache",
+            c.bytes_served.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Entries removed to stay within cache.max_size",
+            c.evictions.clone(),
+        );
+        registry.register("cache_entries", "Entries stored", c.entries.clone());
+        registry.register(
+            "cache_stored_bytes",
+            "Bytes the stored entries take on disk",
+            c.bytes_stored.clone(),
+        );
         Self {
             registry,
             requests,
@@ -97,6 +148,7 @@ impl Metrics {
             upstream_errors,
             refusals,
             open_connections,
+            cache,
         }
     }
 
@@ -141,6 +193,40 @@ impl Metrics {
     pub fn connection(&self) -> ConnectionGuard {
         self.open_connections.inc();
         ConnectionGuard(self.open_connections.clone())
+    }
+
+    /// A request answered from the cache.
+    pub fn cache_hit(&self) {
+        self.cache.hits.inc();
+    }
+
+    /// A cacheable request found nothing stored.
+    pub fn cache_miss(&self) {
+        self.cache.misses.inc();
+    }
+
+    /// A stored response checked with the upstream.
+    pub fn cache_revalidation(&self, result: &'static str) {
+        self.cache
+            .revalidations
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Body bytes sent from the cache.
+    pub fn cache_served(&self, bytes: u64) {
+        self.cache.bytes_served.inc_by(bytes);
+    }
+
+    /// Entries evicted.
+    pub fn cache_evictions(&self, n: u64) {
+        self.cache.evictions.inc_by(n);
+    }
+
+    /// The cache's current extent.
+    pub fn cache_size(&self, entries: u64, bytes: u64) {
+        self.cache.entries.set(entries as i64);
+        self.cache.bytes_stored.set(bytes as i64);
     }
 
     /// The Prometheus text exposition.

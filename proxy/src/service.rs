@@ -1,10 +1,14 @@
 //! One request through the phases: local endpoints (`health`) -> `policy`
-//! (refuse early) -> `rewrite` (strip, then inject) -> `upstream` (send,
-//! with timeouts) -> `respond` (the status for any failure) or stream the
-//! upstream's answer back.
+//! (refuse early) -> `cache` (when on: answer from disk, revalidate, or
+//! wait for another request's fetch) -> `rewrite` (strip, then inject) ->
+//! `upstream` (send, with timeouts) -> `respond` (the status for any
+//! failure) or stream the upstream's answer back (and into the cache).
 
 use crate::access::Access;
-use crate::body::ResponseBody;
+use crate::body::{CachedBody, ResponseBody};
+use crate::cache::entry::{self, Entry, Meta, Ranged};
+use crate::cache::rules::{self, Freshness, Use};
+use crate::cache::{Cache, FetchGuard, Fill, Lookup};
 use crate::conn::Busy;
 use crate::credentials::BasicAuth;
 use crate::error::{ProxyError, Refusal, UpstreamError};
@@ -13,16 +17,17 @@ use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use crate::{policy, respond, rewrite};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use pulp_auth_config::{ClientNet, PathPrefix};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-/// The body type of every response the proxy sends.
-pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
+/// The body type of every response the proxy sends: streamed from the
+/// upstream, read from the cache, or made here.
+pub type ProxyBody = Either<Either<ResponseBody, CachedBody>, Full<Bytes>>;
 
 /// What SIGHUP replaces: the upstream client (trust anchors) and the
 /// credentials. Requests take a snapshot when they start, so a reload never
@@ -57,6 +62,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Whether this listener answers `/metrics` (no `metrics_listen`).
     pub serve_metrics: bool,
+    /// The read-through cache, when `[cache]` is set and usable.
+    pub cache: Option<Arc<Cache>>,
     readiness: Arc<Readiness>,
 }
 
@@ -68,6 +75,7 @@ impl State {
         public_base: String,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
+        cache: Option<Arc<Cache>>,
     ) -> Self {
         Self {
             live: RwLock::new(Arc::new(live)),
@@ -77,6 +85,7 @@ impl State {
             public_base,
             metrics,
             serve_metrics: proxy.metrics_listen.is_none(),
+            cache,
             readiness,
         }
     }
@@ -125,53 +134,260 @@ pub async fn handle(
         Ok(d) => d,
         Err(refusal) => return refuse(&state.metrics, peer, &parts, refusal),
     };
-    let mut access = Access {
+    let access = Access {
         peer,
         method: parts.method.clone(),
         path: decision.path.clone(),
         status: 0,
         started,
         upstream: None,
+        cache: None,
         metrics: state.metrics.clone(),
     };
-
     let live = state.live();
-    let sent = Instant::now();
-    let result = match rewrite::to_upstream(&parts, &decision, &live.upstream, &live.auth) {
-        Ok(upstream_req) => live.upstream.send(upstream_req).await,
-        Err(e) => Err(e),
+    let upstream_req = rewrite::to_upstream(&parts, &decision, &live.upstream, &live.auth);
+    let ctx = Ctx {
+        state: &state,
+        live: &live,
+        access,
+        busy,
     };
-    access.upstream = Some(sent.elapsed());
-    let resp = match result {
-        Ok(resp)
-            if matches!(
-                resp.status(),
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-            ) =>
-        {
-            // The upstream's WWW-Authenticate and body stay here: the client
-            // must not be invited to supply credentials of its own.
-            return fail(access, UpstreamError::CredentialsRefused(resp.status()));
-        }
-        Ok(resp) => resp,
-        Err(e) => return fail(access, e),
-    };
-    state.metrics.upstream_latency(sent.elapsed());
+    match &state.cache {
+        None => ctx.forward(upstream_req).await,
+        Some(cache) => match rules::request_use(&parts.method, &parts.headers) {
+            Use::Bypass => ctx.note("bypass").forward(upstream_req).await,
+            Use::Lookup { fill } => {
+                let freshness = rules::freshness(&decision.path, decision.query.as_deref());
+                ctx.cached(cache, &parts, upstream_req, freshness, fill)
+                    .await
+            }
+        },
+    }
+}
 
-    let (mut head, body) = resp.into_parts();
-    rewrite::from_upstream(&mut head.headers);
-    if head.status.is_redirection() {
-        let moved = head
-            .headers
-            .get(http::header::LOCATION)
-            .and_then(|l| rewrite::redirect(l, live.upstream.origin(), &state.public_base));
-        if let Some(location) = moved {
-            head.headers.insert(http::header::LOCATION, location);
+/// What every way of answering a forwarded request needs.
+struct Ctx<'a> {
+    state: &'a State,
+    live: &'a Live,
+    access: Access,
+    busy: Busy,
+}
+
+type UpstreamRequest = Result<Request<Empty<Bytes>>, UpstreamError>;
+
+impl Ctx<'_> {
+    fn note(mut self, cache: &'static str) -> Self {
+        self.access.cache = Some(cache);
+        self
+    }
+
+    /// Sends the request and streams the answer back.
+    async fn forward(mut self, req: UpstreamRequest) -> Response<ProxyBody> {
+        match self.send(req).await {
+            Ok(resp) => self.stream(resp, None),
+            Err(e) => fail(self.access, e),
         }
     }
-    access.status = head.status.as_u16();
-    let body = ResponseBody::new(body, live.upstream.body_timeout, access, busy);
-    Response::from_parts(head, Either::Left(body))
+
+    /// The upstream's answer to `req`, its head rewritten for the client.
+    async fn send(&mut self, req: UpstreamRequest) -> Result<Response<Incoming>, UpstreamError> {
+        let upstream = &self.live.upstream;
+        let sent = Instant::now();
+        let result = match req {
+            Ok(req) => upstream.send(req).await,
+            Err(e) => Err(e),
+        };
+        self.access.upstream = Some(sent.elapsed());
+        let resp = result?;
+        if matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            // The upstream's WWW-Authenticate and body stay here: the client
+            // must not be invited to supply credentials of its own.
+            return Err(UpstreamError::CredentialsRefused(resp.status()));
+        }
+        self.state.metrics.upstream_latency(sent.elapsed());
+        let (mut head, body) = resp.into_parts();
+        rewrite::from_upstream(&mut head.headers);
+        if head.status.is_redirection() {
+            let moved = head
+                .headers
+                .get(header::LOCATION)
+                .and_then(|l| rewrite::redirect(l, upstream.origin(), &self.state.public_base));
+            if let Some(location) = moved {
+                head.headers.insert(header::LOCATION, location);
+            }
+        }
+        Ok(Response::from_parts(head, body))
+    }
+
+    fn stream(mut self, resp: Response<Incoming>, fill: Option<Fill>) -> Response<ProxyBody> {
+        self.access.status = resp.status().as_u16();
+        let (head, body) = resp.into_parts();
+        let body = ResponseBody::new(
+            body,
+            self.live.upstream.body_timeout,
+            self.access,
+            self.busy,
+            fill,
+        );
+        Response::from_parts(head, Either::Left(Either::Left(body)))
+    }
+
+    /// A cacheable GET: from disk when stored and fresh, after a 304 when
+    /// stored and not content-addressed, else fetched (by one request per
+    /// key at a time) and stored.
+    async fn cached(
+        mut self,
+        cache: &Arc<Cache>,
+        parts: &http::request::Parts,
+        req: UpstreamRequest,
+        freshness: Freshness,
+        fill: bool,
+    ) -> Response<ProxyBody> {
+        let mut req = match req {
+            Ok(r) => r,
+            Err(e) => return fail(self.access, e),
+        };
+        let key = cache.key(&req.uri().to_string());
+        match cache.lookup(&key, fill).await {
+            Lookup::Pass => self.note("bypass").forward(Ok(req)).await,
+            Lookup::Miss(guard) => {
+                cache.metrics().cache_miss();
+                self.access.cache = Some("miss");
+                match self.send(Ok(req)).await {
+                    Ok(resp) => {
+                        let fill = store(cache, key, freshness, &resp, Some(guard));
+                        self.stream(resp, fill)
+                    }
+                    Err(e) => fail(self.access, e),
+                }
+            }
+            Lookup::Hit(entry) if entry.meta.freshness == Freshness::Immutable => {
+                self.note("hit").serve_stored(cache, parts, entry)
+            }
+            Lookup::Hit(entry) => {
+                revalidating(req.headers_mut(), &entry.meta);
+                let resp = match self.send(Ok(req)).await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        cache.metrics().cache_revalidation("failed");
+                        return fail(self.access, e);
+                    }
+                };
+                let result = match resp.status() {
+                    StatusCode::NOT_MODIFIED => {
+                        cache.metrics().cache_revalidation("not_modified");
+                        return self.note("revalidated").serve_stored(cache, parts, entry);
+                    }
+                    StatusCode::OK => "changed",
+                    StatusCode::NOT_FOUND | StatusCode::GONE => "gone",
+                    _ => "failed",
+                };
+                cache.metrics().cache_revalidation(result);
+                let fill = store(cache, key.clone(), freshness, &resp, None);
+                if fill.is_none() && result != "failed" {
+                    cache.forget(&key);
+                }
+                self.note(result).stream(resp, fill)
+            }
+        }
+    }
+
+    /// Answers from a stored entry: 304 when the client's own validators
+    /// match, the requested range, or the whole body.
+    fn serve_stored(
+        mut self,
+        cache: &Cache,
+        parts: &http::request::Parts,
+        entry: Entry,
+    ) -> Response<ProxyBody> {
+        cache.metrics().cache_hit();
+        let len = entry.meta.body_len;
+        let mut resp = Response::new(Empty::<Bytes>::new());
+        let headers = resp.headers_mut();
+        for (name, value) in &entry.meta.headers {
+            headers.append(name, value.clone());
+        }
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let (status, start, end) = if entry::not_modified(&parts.headers, &entry.meta.headers) {
+            headers.remove(header::CONTENT_TYPE);
+            headers.remove(header::CONTENT_DISPOSITION);
+            (StatusCode::NOT_MODIFIED, 0, 0)
+        } else {
+            match entry::range(parts.headers.get(header::RANGE), len) {
+                Ranged::Whole => (StatusCode::OK, 0, len),
+                Ranged::Part(a, b) => {
+                    headers.insert(
+                        header::CONTENT_RANGE,
+                        content_range(&format!("{a}-{b}/{len}")),
+                    );
+                    (StatusCode::PARTIAL_CONTENT, a, b + 1)
+                }
+                Ranged::Unsatisfiable => {
+                    headers.insert(header::CONTENT_RANGE, content_range(&format!("*/{len}")));
+                    (StatusCode::RANGE_NOT_SATISFIABLE, 0, 0)
+                }
+            }
+        };
+        if status != StatusCode::NOT_MODIFIED {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+        }
+        *resp.status_mut() = status;
+        self.access.status = status.as_u16();
+        let body = CachedBody::new(entry, start, end, self.access, self.busy);
+        resp.map(|_| Either::Left(Either::Right(body)))
+    }
+}
+
+fn content_range(value: &str) -> HeaderValue {
+    // Digits, `-`, `*` and `/` only.
+    HeaderValue::from_str(&format!("bytes {value}")).expect("a valid header value")
+}
+
+/// Turns a client's request into a revalidation of `stored`: the client's
+/// own validators and `Range` go (the cache answers those itself), the
+/// stored validators are sent.
+fn revalidating(headers: &mut http::HeaderMap, stored: &Meta) {
+    for name in [
+        header::RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(etag) = stored.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = stored.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+}
+
+/// A fill for the response when the rules allow storing it; otherwise the
+/// guard is dropped here, so requests waiting for this fetch go on at once.
+fn store(
+    cache: &Arc<Cache>,
+    key: String,
+    freshness: Freshness,
+    resp: &Response<Incoming>,
+    guard: Option<FetchGuard>,
+) -> Option<Fill> {
+    match rules::storable(resp.status(), resp.headers(), freshness, cache.max_size()) {
+        Ok(len) => {
+            let freshness = if rules::forces_revalidation(resp.headers()) {
+                Freshness::Revalidate
+            } else {
+                freshness
+            };
+            cache.begin(Meta::new(key, freshness, len, resp.headers()), guard)
+        }
+        Err(why) => {
+            tracing::debug!(target: "cache", status = resp.status().as_u16(), "not stored: {why}");
+            None
+        }
+    }
 }
 
 /// Answers `/healthz`, `/readyz` and `/metrics`.

@@ -297,3 +297,32 @@ ca_file = "{ca}"
         ca = ca_file.display()
     )
 }
+
+/// One APT build through a proxy: how long it took and what it cost the
+/// upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Wall time of `docker build`, seconds.
+    pub secs: f64,
+    /// Response body bytes the upstream sent during the build.
+    pub upstream_bytes: u64,
+}
+
+/// Builds [`dockerfile`] through `s`'s proxy as image `tag` (removed
+/// again), panicking with both logs if the build fails.
+pub fn build_through(s: &crate::Setup, base: &str, tag: &str) -> Run {
+    let before = s.upstream.body_bytes();
+    let started = std::time::Instant::now();
+    let built = crate::docker::Image::try_build(tag, &dockerfile(base, &s.proxy.url()), &[], &[]);
+    let secs = started.elapsed().as_secs_f64();
+    if let Err(log) = built {
+        panic!(
+            "the build through the proxy failed:\n{log}\nproxy log:\n{}",
+            s.proxy.log_text()
+        );
+    }
+    Run {
+        secs,
+        upstream_bytes: s.upstream.body_bytes() - before,
+    }
+}

@@ -112,6 +112,24 @@ pub fn upstream_keys(keys: &str) -> impl FnOnce(String) -> String + '_ {
     move |c| c.replacen("[upstream]\n", &format!("[upstream]\n{keys}\n"), 1)
 }
 
+/// A config edit that turns the cache on in `dir`, bounded by `max_size`.
+pub fn cache_section(dir: &std::path::Path, max_size: &str) -> impl FnOnce(String) -> String {
+    let section = format!(
+        "\n[cache]\ndir = \"{}\"\nmax_size = \"{max_size}\"\n",
+        dir.display()
+    );
+    move |c| c + &section
+}
+
+/// The value of one series (`name{labels}` exactly) in a Prometheus text
+/// exposition; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The status code of the first response in raw response bytes.
 pub fn first_status(raw: &[u8]) -> Option<u16> {
     let text = std::str::from_utf8(raw.get(..12)?).ok()?;

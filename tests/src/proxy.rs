@@ -78,12 +78,13 @@ pub struct Proxy {
     pub log: PathBuf,
 }
 
-fn command(config: &Path, log: &Path, env: &[(&str, &str)], netns: Option<&str>) -> Command {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns])
-                .arg(crate::bin("pulp-auth-proxy"));
+/// `wrapper` runs the binary (its path is appended as the last argument),
+/// e.g. `ip netns exec NS`; empty runs it directly.
+fn command(config: &Path, log: &Path, env: &[(&str, &str)], wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(crate::bin("pulp-auth-proxy"));
             c
         }
         None => Command::new(crate::bin("pulp-auth-proxy")),
@@ -110,8 +111,16 @@ impl Proxy {
 
     /// Like [`Proxy::start`], inside network namespace `netns` when given.
     pub fn start_in(netns: Option<&str>, config: &Path, env: &[(&str, &str)]) -> Proxy {
+        match netns {
+            Some(ns) => Self::start_wrapped(&["ip", "netns", "exec", ns], config, env),
+            None => Self::start_wrapped(&[], config, env),
+        }
+    }
+
+    /// Like [`Proxy::start`], run by `wrapper` (see [`command`]).
+    pub fn start_wrapped(wrapper: &[&str], config: &Path, env: &[(&str, &str)]) -> Proxy {
         let log = config.with_extension("log");
-        let mut child = command(config, &log, env, netns).spawn().unwrap();
+        let mut child = command(config, &log, env, wrapper).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -146,7 +155,7 @@ impl Proxy {
     /// Runs the binary to completion (for start-up failures).
     pub fn run(config: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
         let log = config.with_extension("log");
-        let mut child = command(config, &log, env, None).spawn().unwrap();
+        let mut child = command(config, &log, env, &[]).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().unwrap() {

@@ -102,12 +102,17 @@ pub enum Versions {
 #[derive(Default)]
 struct Shared {
     body_bytes: std::sync::atomic::AtomicU64,
-    files: Mutex<HashMap<String, Content>>,
+    /// Path -> content and its version (1 for the first `put`, then +1).
+    files: Mutex<HashMap<String, (Content, u64)>>,
     requests: Mutex<Vec<Recorded>>,
     handshakes_ok: AtomicUsize,
     handshakes_failed: AtomicUsize,
     refuse_credentials: AtomicBool,
     expected_auth: Mutex<String>,
+    /// Added before every response head (see [`Upstream::set_link`]).
+    latency: Mutex<Duration>,
+    /// Bytes per second for served files; 0 is unlimited.
+    rate: std::sync::atomic::AtomicU64,
 }
 
 /// A running upstream; stops when dropped.
@@ -169,7 +174,20 @@ impl Upstream {
                     s.handshakes_ok.fetch_add(1, Ordering::SeqCst);
                     let svc = service_fn(move |req| {
                         let s = s.clone();
-                        async move { Ok::<_, std::convert::Infallible>(serve(&s, req).await) }
+                        async move {
+                            let resp = serve(&s, req).await;
+                            // Every body byte that leaves, whatever the content.
+                            let counted = resp.map(|b| {
+                                b.map_frame(move |f| {
+                                    if let Some(d) = f.data_ref() {
+                                        s.body_bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
+                                    }
+                                    f
+                                })
+                                .boxed()
+                            });
+                            Ok::<_, std::convert::Infallible>(counted)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
@@ -186,12 +204,33 @@ impl Upstream {
     }
 
     /// Serves `content` at `path` (the path as the upstream receives it).
+    /// Each `put` to a path gives it a new `ETag` (`"v1"`, `"v2"`, ...) and
+    /// `Last-Modified`.
     pub fn put(&self, path: &str, content: Content) {
-        self.shared
-            .files
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), content);
+        let mut files = self.shared.files.lock().unwrap();
+        let version = files.get(path).map_or(1, |(_, v)| v + 1);
+        files.insert(path.to_string(), (content, version));
+    }
+
+    /// Emulates a remote link: `latency` before every response head, and
+    /// files (see [`Content::File`]) sent at `bytes_per_sec` (0: as fast as
+    /// loopback goes).
+    pub fn set_link(&self, latency: Duration, bytes_per_sec: u64) {
+        *self.shared.latency.lock().unwrap() = latency;
+        self.shared.rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
+    /// Stops serving `path` (404 from now on).
+    pub fn remove(&self, path: &str) {
+        self.shared.files.lock().unwrap().remove(path);
+    }
+
+    /// Requests received for `path` (exact target) so far.
+    pub fn count(&self, target: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
     }
 
     /// Serves every file under `dir` at `url_prefix` + its relative path.
@@ -217,7 +256,7 @@ impl Upstream {
         }
     }
 
-    /// Response body bytes sent so far.
+    /// Response body bytes sent so far, over every connection.
     pub fn body_bytes(&self) -> u64 {
         self.shared.body_bytes.load(Ordering::SeqCst)
     }
@@ -254,6 +293,10 @@ impl Upstream {
 }
 
 async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let latency = *s.latency.lock().unwrap();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let target = req
         .uri()
         .path_and_query()
@@ -298,13 +341,14 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             .or_else(|| files.get(&percent_decode(&path)))
             .cloned()
     };
-    let Some(content) = content else {
+    let Some((content, version)) = content else {
         return Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body(full("not found\n"))
             .unwrap();
     };
-    let etag = "\"v1\"";
+    let etag = format!("\"v{version}\"");
+    let modified = last_modified(version);
     if req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -314,11 +358,14 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         return Response::builder()
             .status(StatusCode::NOT_MODIFIED)
             .header(header::ETAG, etag)
+            .header(header::LAST_MODIFIED, modified)
             .body(full(""))
             .unwrap();
     }
     let head = req.method() == http::Method::HEAD;
-    let builder = Response::builder().header(header::ETAG, etag);
+    let builder = Response::builder()
+        .header(header::ETAG, etag)
+        .header(header::LAST_MODIFIED, modified);
     match content {
         Content::Bytes(b) => {
             if let Some((start, end)) = range(&req, b.len() as u64) {
@@ -373,8 +420,20 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                     .body(full("gone\n"))
                     .unwrap();
             };
-            if !head {
-                s.body_bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+            let rate = s.rate.load(Ordering::SeqCst);
+            if rate > 0 {
+                let data = Bytes::from(data);
+                return streamed(builder, data.len() as u64, head, move |tx| async move {
+                    const PIECE: usize = 16 * 1024;
+                    let pause = Duration::from_secs_f64(PIECE as f64 / rate as f64);
+                    for at in (0..data.len()).step_by(PIECE) {
+                        tokio::time::sleep(pause).await;
+                        let piece = data.slice(at..(at + PIECE).min(data.len()));
+                        if tx.send(Ok(piece)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
             builder
                 .header(header::CONTENT_LENGTH, data.len())
@@ -382,6 +441,17 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .unwrap()
         }
     }
+}
+
+/// A distinct, valid HTTP date per version.
+fn last_modified(version: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    // Day `version` of January 1970 (the 1st was a Thursday).
+    let day = version.clamp(1, 31);
+    format!(
+        "{}, {day:02} Jan 1970 00:00:00 GMT",
+        DAYS[((day - 1) % 7) as usize]
+    )
 }
 
 fn full(b: impl Into<Bytes>) -> Body {

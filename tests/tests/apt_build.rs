@@ -6,7 +6,8 @@
 use e2e::docker::{ensure_daemon, Image};
 use e2e::netns::Netns;
 use e2e::proxy::{Proxy, Scratch};
-use e2e::{apt, leak, Setup, USERNAME};
+use e2e::upstream::Versions;
+use e2e::{apt, cache_section, leak, Setup, USERNAME};
 use std::process::Command;
 
 use apt::{dockerfile, REPO_PREFIX};
@@ -176,4 +177,48 @@ fn apt_in_a_namespace_through_the_bridge() {
         "net down: {}",
         String::from_utf8_lossy(&down.stderr)
     );
+}
+
+/// The cache's promise on a real package manager: a second, identical
+/// build costs the upstream at most 5% of the first one's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_apt_build_is_served_from_the_cache() {
+    ensure_daemon();
+    let repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let base = tokio::task::spawn_blocking(apt::base_image).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    let s = Setup::start_with(Versions::Both, "", cache_section(&dir, "256 MiB")).await;
+    s.upstream.serve_dir(REPO_PREFIX, &repo);
+    let pid = std::process::id();
+    let first = tokio::task::block_in_place(|| {
+        apt::build_through(&s, base, &format!("pap-e2e-cached-1:{pid}"))
+    });
+    let second = tokio::task::block_in_place(|| {
+        apt::build_through(&s, base, &format!("pap-e2e-cached-2:{pid}"))
+    });
+    assert!(first.upstream_bytes > 100_000, "{first:?}");
+    assert!(
+        second.upstream_bytes * 20 <= first.upstream_bytes,
+        "second build cost the upstream {} bytes, first {}",
+        second.upstream_bytes,
+        first.upstream_bytes
+    );
+    let log = s.proxy.log_text();
+    let hits = log
+        .lines()
+        .filter(|l| l.contains("path=/pulp/content/debian/pool/main/") && l.contains("cache=hit"))
+        .count();
+    let packages = std::fs::read_dir(repo.join("pool/main")).unwrap().count();
+    assert_eq!(
+        hits, packages,
+        "every package of the second build from disk:\n{log}"
+    );
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        leak::assert_clean(
+            "a cache entry",
+            &std::fs::read(entry.unwrap().path()).unwrap(),
+        );
+    }
+    s.assert_no_leaks();
 }

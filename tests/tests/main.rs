@@ -5,6 +5,7 @@
 mod apt_build;
 mod audit;
 mod build;
+mod cache;
 mod config_errors;
 mod failures;
 mod forwarding;

@@ -5,7 +5,7 @@
 use e2e::client::{get, get_hashed, pattern_sha256};
 use e2e::proxy::{Proxy, Scratch};
 use e2e::upstream::Content;
-use e2e::{leak, proxy_keys, Setup};
+use e2e::{leak, metric, proxy_keys, Setup};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -361,13 +361,6 @@ async fn healthz_and_readyz_follow_the_upstream() {
     assert_eq!(get(s.proxy.addr, "/readyz").await.status, 200);
     s.saw(&down);
     s.assert_no_leaks();
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l[series.len()..].trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

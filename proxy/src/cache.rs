@@ -1,0 +1,500 @@
+//! The optional read-through cache (`[cache]`): one file per stored
+//! response in one directory, an in-memory index for the size bound and
+//! least-recently-used eviction, and one upstream fetch per key at a time.
+//!
+//! Safety rules, each enforced here:
+//! - a body is written to a temporary file and renamed into place only
+//!   after all of it arrived and its length matched `Content-Length`
+//!   ([`Fill::finish`]), so a failed or truncated transfer is never served;
+//! - the directory is 0700 and owned by the proxy's user, entries are 0600:
+//!   a writable cache would let anyone on the host serve packages to builds;
+//! - entries are keyed by user name and full upstream URL, so a change of
+//!   either never serves what the other fetched;
+//! - renames, evictions and index updates happen under one lock, so the
+//!   index and the directory never disagree about a name;
+//! - a directory that is missing, full or unwritable turns the cache off
+//!   (at start) or skips storing (later), with a warning: the client always
+//!   gets its response.
+//!
+//! File reads and writes are plain blocking calls on the worker thread, as
+//! in nginx's event loop: they hit the page cache, and a slow disk delays
+//! only that worker's connections.
+//!
+//! What is stored and what is served without a round-trip is decided in
+//! [`rules`].
+
+pub mod entry;
+pub mod rules;
+
+use crate::metrics::Metrics;
+use entry::{Entry, Meta};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Warnings about the same trouble (a full disk) are logged at most this
+/// often; the rest go to the debug log.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+const TEMP_PREFIX: &str = "tmp-";
+
+/// The cache, shared by every worker.
+pub struct Cache {
+    dir: PathBuf,
+    max_size: u64,
+    user: String,
+    index: Mutex<Index>,
+    metrics: Arc<Metrics>,
+    last_warning: AtomicU64,
+    temp_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    /// File name -> size on disk and last use.
+    entries: HashMap<String, Slot>,
+    /// Last use -> file name; the first is the least recently used.
+    by_use: BTreeMap<u64, String>,
+    total: u64,
+    clock: u64,
+    /// Keys being fetched; waiters lock the mutex and get it when the
+    /// fetch is over.
+    fetching: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+struct Slot {
+    size: u64,
+    used: u64,
+}
+
+impl Index {
+    fn touch(&mut self, name: &str) {
+        self.clock += 1;
+        if let Some(slot) = self.entries.get_mut(name) {
+            self.by_use.remove(&slot.used);
+            slot.used = self.clock;
+            self.by_use.insert(self.clock, name.to_string());
+        }
+    }
+
+    fn insert(&mut self, name: &str, size: u64) {
+        self.remove(name);
+        self.clock += 1;
+        self.entries.insert(
+            name.to_string(),
+            Slot {
+                size,
+                used: self.clock,
+            },
+        );
+        self.by_use.insert(self.clock, name.to_string());
+        self.total += size;
+    }
+
+    fn remove(&mut self, name: &str) -> bool {
+        match self.entries.remove(name) {
+            Some(slot) => {
+                self.by_use.remove(&slot.used);
+                self.total -= slot.size;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// A stored response, opened and checked.
+    Hit(Entry),
+    /// Nothing stored, and this request is the one that fetches it; other
+    /// requests for the key wait until the guard is dropped.
+    Miss(FetchGuard),
+    /// Nothing stored and this request may not fill the cache.
+    Pass,
+}
+
+/// Held by the one request fetching a key.
+pub struct FetchGuard {
+    cache: Arc<Cache>,
+    name: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        // Removed from the map before the mutex is released (field drop
+        // order), so a woken waiter either finds the entry or fetches.
+        self.cache.lock().fetching.remove(&self.name);
+    }
+}
+
+impl Cache {
+    /// Prepares `config.dir` (created 0700 if missing, tightened to 0700 if
+    /// looser) and loads the index from the entries in it, removing
+    /// leftovers of interrupted writes and damaged files. An error says why
+    /// the cache cannot be used; the caller proxies without it.
+    pub fn open(
+        config: &pulp_auth_config::Cache,
+        user: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Cache>, String> {
+        let dir = &config.dir;
+        let shown = dir.display();
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => tracing::info!(dir = %shown, "created the cache directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {shown}: {e}")),
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        if !meta.is_dir() {
+            return Err(format!("{shown} is not a directory"));
+        }
+        let cache = Cache {
+            dir: dir.clone(),
+            max_size: config.max_size,
+            user: user.to_string(),
+            index: Mutex::default(),
+            metrics,
+            last_warning: AtomicU64::new(0),
+            temp_seq: AtomicU64::new(0),
+        };
+        // A file of our own tells our user id, and that the directory
+        // takes writes.
+        let (probe, probe_path) = cache
+            .temp_file()
+            .map_err(|e| format!("cannot write in {shown}: {e}"))?;
+        let uid = probe.metadata().map(|m| m.uid());
+        drop(probe);
+        let _ = std::fs::remove_file(&probe_path);
+        if uid.ok() != Some(meta.uid()) {
+            return Err(format!(
+                "{shown} belongs to uid {}, not to the proxy's user; anyone who can write there \
+                 could serve packages to builds",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot restrict {shown} to mode 0700: {e}"))?;
+            tracing::warn!(dir = %shown, "cache directory was readable by others; set it to mode 0700");
+        }
+        cache.load()?;
+        Ok(Arc::new(cache))
+    }
+
+    fn load(&self) -> Result<(), String> {
+        let shown = self.dir.display();
+        let mut found = Vec::new();
+        let listing =
+            std::fs::read_dir(&self.dir).map_err(|e| format!("cannot list {shown}: {e}"))?;
+        for dirent in listing.flatten() {
+            let name = dirent.file_name().to_string_lossy().into_owned();
+            let path = dirent.path();
+            if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
+                // Left by a process that is gone; a live one (a restart
+                // overlapping its predecessor) still needs its own.
+                let pid = rest.split('-').next().unwrap_or("");
+                if !Path::new("/proc").join(pid).exists() || pid.is_empty() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if !is_entry_name(&name) {
+                continue;
+            }
+            match Entry::open(&path, None) {
+                Ok(e) if entry_name(&e.meta.key) == name => {
+                    let used = e.file.metadata().and_then(|m| m.modified()).ok();
+                    found.push((
+                        used.unwrap_or(UNIX_EPOCH),
+                        name,
+                        e.body_at + e.meta.body_len,
+                    ));
+                }
+                _ => {
+                    tracing::warn!(file = %path.display(), "removing a damaged cache entry");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort();
+        let mut index = self.lock();
+        for (_, name, size) in &found {
+            index.insert(name, *size);
+        }
+        let evicted = self.evict(&mut index, None);
+        tracing::info!(
+            dir = %shown,
+            entries = index.entries.len(),
+            bytes = index.total,
+            evicted,
+            max_size = self.max_size,
+            "cache ready"
+        );
+        self.metrics
+            .cache_size(index.entries.len() as u64, index.total);
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // A poisoned lock means a panic elsewhere; with panic=abort there
+        // is none, and the index is consistent between statements.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key for a request: user name and full upstream URL.
+    pub fn key(&self, upstream_url: &str) -> String {
+        format!("{} {upstream_url}", self.user)
+    }
+
+    /// Finds `key`, or makes this request the one that fetches it (when
+    /// `fill`), or waits while another request fetches it.
+    pub async fn lookup(self: &Arc<Self>, key: &str, fill: bool) -> Lookup {
+        let name = entry_name(key);
+        loop {
+            let wait = {
+                let mut index = self.lock();
+                if index.entries.contains_key(&name) {
+                    index.touch(&name);
+                    drop(index);
+                    match Entry::open(&self.dir.join(&name), Some(key)) {
+                        Ok(entry) => {
+                            // The file's time orders eviction across restarts.
+                            let _ = entry.file.set_modified(SystemTime::now());
+                            return Lookup::Hit(entry);
+                        }
+                        Err(e) => {
+                            self.warn(format_args!("dropping unreadable cache entry {name}: {e}"));
+                            let mut index = self.lock();
+                            if index.remove(&name) {
+                                let _ = std::fs::remove_file(self.dir.join(&name));
+                            }
+                            self.metrics
+                                .cache_size(index.entries.len() as u64, index.total);
+                            continue;
+                        }
+                    }
+                }
+                if !fill {
+                    return Lookup::Pass;
+                }
+                match index.fetching.get(&name) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(tokio::sync::Mutex::new(()));
+                        let held = m.clone().try_lock_owned().expect("a new mutex is free");
+                        index.fetching.insert(name.clone(), m);
+                        return Lookup::Miss(FetchGuard {
+                            cache: self.clone(),
+                            name,
+                            _held: held,
+                        });
+                    }
+                }
+            };
+            drop(wait.lock().await);
+        }
+    }
+
+    /// Starts writing a response for `meta.key` to a temporary file. `None`
+    /// (after a warning) when the directory does not take it.
+    pub fn begin(self: &Arc<Self>, meta: Meta, guard: Option<FetchGuard>) -> Option<Fill> {
+        let (file, temp) = match self.temp_file() {
+            Ok(t) => t,
+            Err(e) => {
+                self.warn(format_args!(
+                    "not storing a response: cannot create a file in {}: {e}",
+                    self.dir.display()
+                ));
+                return None;
+            }
+        };
+        let head = meta.encode();
+        let mut fill = Fill {
+            cache: self.clone(),
+            name: entry_name(&meta.key),
+            temp,
+            expected: head.len() as u64 + meta.body_len,
+            written: 0,
+            file: Some(file),
+            guard,
+        };
+        fill.write(&head);
+        fill.file.is_some().then_some(fill)
+    }
+
+    /// Drops the entry for `key`, if any (the upstream no longer has it, or
+    /// sent something that replaces it but cannot be stored).
+    pub fn forget(&self, key: &str) {
+        let name = entry_name(key);
+        let mut index = self.lock();
+        if index.remove(&name) {
+            let _ = std::fs::remove_file(self.dir.join(&name));
+        }
+        self.metrics
+            .cache_size(index.entries.len() as u64, index.total);
+    }
+
+    /// Evicts least recently used entries (never `keep`) until the total
+    /// fits; returns how many went.
+    fn evict(&self, index: &mut Index, keep: Option<&str>) -> u64 {
+        let mut evicted = 0;
+        while index.total > self.max_size {
+            let victim = index
+                .by_use
+                .values()
+                .find(|n| Some(n.as_str()) != keep)
+                .cloned();
+            let Some(victim) = victim else { break };
+            index.remove(&victim);
+            let _ = std::fs::remove_file(self.dir.join(&victim));
+            tracing::debug!(entry = %victim, "evicted");
+            evicted += 1;
+        }
+        self.metrics.cache_evictions(evicted);
+        evicted
+    }
+
+    fn temp_file(&self) -> std::io::Result<(File, PathBuf)> {
+        let seq = self.temp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{}-{seq}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .mode(0o600)
+            // O_EXCL: never an existing file, never through a symlink.
+            .create_new(true)
+            .open(&path)?;
+        Ok((file, path))
+    }
+
+    fn write_failed(&self, e: &std::io::Error) {
+        self.warn(format_args!(
+            "not storing a response: writing in {} failed: {e}; requests go on without the cache",
+            self.dir.display()
+        ));
+    }
+
+    /// Logs a warning, at most once per [`WARN_EVERY`]; repeats go to the
+    /// debug log.
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + WARN_EVERY.as_secs()
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(target: "cache", "{message}");
+        } else {
+            tracing::debug!(target: "cache", "{message}");
+        }
+    }
+
+    /// `cache.max_size`.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// A response on its way to disk, fed by the body as it streams to the
+/// client. Dropped without [`Fill::finish`], it removes its file.
+pub struct Fill {
+    cache: Arc<Cache>,
+    name: String,
+    temp: PathBuf,
+    expected: u64,
+    written: u64,
+    file: Option<File>,
+    // Released after the rename, so waiters find the entry.
+    guard: Option<FetchGuard>,
+}
+
+impl Fill {
+    /// Appends body bytes. A failure (disk full, I/O error) abandons the
+    /// fill and lets the transfer go on.
+    pub fn write(&mut self, data: &[u8]) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.write_all(data) {
+            Ok(()) => self.written += data.len() as u64,
+            Err(e) => {
+                self.file = None;
+                let _ = std::fs::remove_file(&self.temp);
+                self.cache.write_failed(&e);
+                // Waiters need not wait for a transfer that stores nothing.
+                self.guard = None;
+            }
+        }
+    }
+
+    /// The whole body arrived: put the entry in place if every byte is
+    /// there, then evict what no longer fits.
+    pub fn finish(mut self) {
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        drop(file);
+        if self.written != self.expected {
+            let _ = std::fs::remove_file(&self.temp);
+            tracing::debug!(entry = %self.name, written = self.written, expected = self.expected, "not storing a short body");
+            return;
+        }
+        let cache = self.cache.clone();
+        let target = cache.dir.join(&self.name);
+        let mut index = cache.lock();
+        if let Err(e) = std::fs::rename(&self.temp, &target) {
+            drop(index);
+            let _ = std::fs::remove_file(&self.temp);
+            cache.write_failed(&e);
+            return;
+        }
+        index.insert(&self.name, self.written);
+        cache.evict(&mut index, Some(&self.name));
+        cache
+            .metrics
+            .cache_size(index.entries.len() as u64, index.total);
+        tracing::debug!(entry = %self.name, bytes = self.written, "stored");
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The file name for a key: its SHA-256 in hex.
+fn entry_name(key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_entry_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
