@@ -4,9 +4,13 @@
 //! accepted it, else the target as sent, escaped), `status`, `bytes` (body
 //! bytes sent to the client), `duration_ms` (whole request), `upstream_ms`
 //! (until the upstream's response head; absent when nothing was sent),
-//! `cache` (with `[cache]` on: `hit` served without asking the upstream,
-//! `revalidated` served after a 304, `miss` fetched, `changed` refetched
-//! after revalidation, `bypass` not cacheable), and `outcome`. Headers are never logged: the proxy's own `Authorization` is
+//! `cache` (with `[cache]` on: `hit` served from disk without asking the
+//! upstream, because the path is content-addressed or another request
+//! fetched it while this one waited; `revalidated` served from disk after a
+//! 304; `miss` fetched; `changed` fetched again because the upstream's
+//! content changed; `gone` the upstream no longer has it; `failed` the
+//! revalidation got another answer, passed on; `bypass` not cacheable),
+//! and `outcome`. Headers are never logged: the proxy's own `Authorization` is
 //! among them once rewritten.
 
 use std::net::SocketAddr;

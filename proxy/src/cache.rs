@@ -118,7 +118,13 @@ impl Index {
 /// What a lookup found.
 pub enum Lookup {
     /// A stored response, opened and checked.
-    Hit(Entry),
+    Hit {
+        /// The entry.
+        entry: Entry,
+        /// Stored by another request's fetch while this one waited, so it
+        /// is newer than this request and needs no revalidation.
+        fetched_meanwhile: bool,
+    },
     /// Nothing stored, and this request is the one that fetches it; other
     /// requests for the key wait until the guard is dropped.
     Miss(FetchGuard),
@@ -264,6 +270,7 @@ impl Cache {
     /// `fill`), or waits while another request fetches it.
     pub async fn lookup(self: &Arc<Self>, key: &str, fill: bool) -> Lookup {
         let name = entry_name(key);
+        let mut waited = false;
         loop {
             let wait = {
                 let mut index = self.lock();
@@ -274,7 +281,10 @@ impl Cache {
                         Ok(entry) => {
                             // The file's time orders eviction across restarts.
                             let _ = entry.file.set_modified(SystemTime::now());
-                            return Lookup::Hit(entry);
+                            return Lookup::Hit {
+                                entry,
+                                fetched_meanwhile: waited,
+                            };
                         }
                         Err(e) => {
                             self.warn(format_args!("dropping unreadable cache entry {name}: {e}"));
@@ -306,6 +316,7 @@ impl Cache {
                 }
             };
             drop(wait.lock().await);
+            waited = true;
         }
     }
 

@@ -264,10 +264,13 @@ impl Ctx<'_> {
                     Err(e) => fail(self.access, e),
                 }
             }
-            Lookup::Hit(entry) if entry.meta.freshness == Freshness::Immutable => {
+            Lookup::Hit {
+                entry,
+                fetched_meanwhile,
+            } if fetched_meanwhile || entry.meta.freshness == Freshness::Immutable => {
                 self.note("hit").serve_stored(cache, parts, entry)
             }
-            Lookup::Hit(entry) => {
+            Lookup::Hit { entry, .. } => {
                 revalidating(req.headers_mut(), &entry.meta);
                 let resp = match self.send(Ok(req)).await {
                     Ok(resp) => resp,

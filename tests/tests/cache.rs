@@ -4,7 +4,7 @@
 //! when the directory cannot be used. Mount namespaces (`unshare --mount`)
 //! give read-only and full file systems without touching the host's.
 
-use e2e::client::{get, get_hashed, pattern_sha256, send};
+use e2e::client::{get, get_hashed, pattern_sha256, raw, send};
 use e2e::proxy::Proxy;
 use e2e::upstream::{Content, Versions};
 use e2e::{cache_section, leak, metric, Setup};
@@ -39,6 +39,17 @@ fn cache_fields(log: &str, path: &str) -> Vec<String> {
         .filter_map(|rest| rest.split_whitespace().next())
         .map(|v| v.trim_matches('"').to_string())
         .collect()
+}
+
+/// Stops the proxy, runs `meanwhile`, starts it again on the same config.
+async fn restart(s: &mut Setup, meanwhile: impl FnOnce()) {
+    s.proxy.signal("TERM");
+    assert!(s.proxy.wait(Duration::from_secs(10)).is_some());
+    meanwhile();
+    let config = s.scratch.path("config.toml");
+    s.proxy = tokio::task::spawn_blocking(move || Proxy::start(&config, &[]))
+        .await
+        .unwrap();
 }
 
 fn stored_files(dir: &Path) -> Vec<PathBuf> {
@@ -109,12 +120,7 @@ async fn content_addressed_hits_skip_the_upstream_and_survive_a_restart() {
     leak::assert_clean("a cache entry", &std::fs::read(&files[0]).unwrap());
 
     // A new process finds the entry on disk.
-    s.proxy.signal("TERM");
-    assert!(s.proxy.wait(Duration::from_secs(10)).is_some());
-    let config = s.scratch.path("config.toml");
-    s.proxy = tokio::task::spawn_blocking(move || Proxy::start(&config, &[]))
-        .await
-        .unwrap();
+    restart(&mut s, || {}).await;
     assert_eq!(get(s.proxy.addr, RPM).await.body, body);
     assert_eq!(s.upstream.count(RPM), 1);
     assert!(
@@ -188,7 +194,7 @@ async fn other_hits_are_revalidated_and_changes_replace_the_entry() {
 }
 
 #[tokio::test]
-async fn truncated_or_stalled_transfers_are_never_stored() {
+async fn truncated_or_abandoned_transfers_are_never_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let s = with_cache(&dir, "64 MiB").await;
@@ -207,13 +213,47 @@ async fn truncated_or_stalled_transfers_are_never_stored() {
     );
     assert_eq!(s.upstream.count(RPM), 2);
 
-    // Only the finished entry is in the directory; no temporary file stays.
+    // A client that leaves part way: the fetch stops, nothing is kept.
+    let slow = "/pulp/content/rocky/Packages/s/slow-1-1.noarch.rpm";
+    s.upstream.put(
+        slow,
+        Content::Slow {
+            len,
+            chunks: 4,
+            delay: Duration::from_millis(300),
+        },
+    );
+    let request = format!("GET {slow} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let part = raw(s.proxy.addr, request.as_bytes(), Duration::from_millis(150)).await;
+    assert!(
+        part.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&part[..64.min(part.len())])
+    );
+    assert!((part.len() as u64) < len);
+    s.upstream.put(slow, Content::Pattern(len));
+    assert_eq!(
+        get_hashed(s.proxy.addr, slow).await.unwrap().2,
+        pattern_sha256(len)
+    );
+    assert_eq!(
+        s.upstream.count(slow),
+        2,
+        "the abandoned transfer was not kept"
+    );
+    assert_eq!(
+        get_hashed(s.proxy.addr, slow).await.unwrap().2,
+        pattern_sha256(len)
+    );
+    assert_eq!(s.upstream.count(slow), 2);
+
+    // Only finished entries are in the directory; no temporary file stays.
     let names: Vec<_> = stored_files(&dir)
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 1, "{names:?}");
-    assert!(!names[0].starts_with("tmp-"), "{names:?}");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with("tmp-")), "{names:?}");
     s.assert_no_leaks();
 }
 
@@ -221,36 +261,55 @@ async fn truncated_or_stalled_transfers_are_never_stored() {
 async fn concurrent_misses_make_one_upstream_request() {
     let tmp = tempfile::tempdir().unwrap();
     let s = with_cache(&tmp.path().join("c"), "64 MiB").await;
+    // A package (never revalidated) and an index (revalidated on hits):
+    // either way the seven that waited get the one fetch's response.
     let deb = "/pulp/content/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    let index = "/pulp/content/debian/dists/bookworm/main/binary-amd64/Packages.xz";
     let len = 512 * 1024;
-    s.upstream.put(
-        deb,
-        Content::Slow {
-            len,
-            chunks: 8,
-            delay: Duration::from_millis(50),
-        },
-    );
-    let addr = s.proxy.addr;
-    let clients: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(async move { get_hashed(addr, deb).await }))
-        .collect();
-    for c in clients {
-        let (status, n, sum) = c.await.unwrap().unwrap();
-        assert_eq!((status.as_u16(), n), (200, len));
-        assert_eq!(sum, pattern_sha256(len));
+    for path in [deb, index] {
+        s.upstream.put(
+            path,
+            Content::Slow {
+                len,
+                chunks: 8,
+                delay: Duration::from_millis(50),
+            },
+        );
+        let addr = s.proxy.addr;
+        let clients: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(async move { get_hashed(addr, path).await }))
+            .collect();
+        for c in clients {
+            let (status, n, sum) = c.await.unwrap().unwrap();
+            assert_eq!((status.as_u16(), n), (200, len));
+            assert_eq!(sum, pattern_sha256(len));
+        }
+        assert_eq!(
+            s.upstream.count(path),
+            1,
+            "{path}: one fetch for eight clients"
+        );
+        let fields = cache_fields(&s.proxy.log_text(), path);
+        assert_eq!(
+            fields.iter().filter(|f| *f == "miss").count(),
+            1,
+            "{fields:?}"
+        );
+        assert_eq!(
+            fields.iter().filter(|f| *f == "hit").count(),
+            7,
+            "{fields:?}"
+        );
     }
-    assert_eq!(s.upstream.count(deb), 1, "one fetch for eight clients");
-    let fields = cache_fields(&s.proxy.log_text(), deb);
+    // Later requests for the index are revalidated as usual.
+    assert_eq!(get(s.proxy.addr, index).await.body.len() as u64, len);
     assert_eq!(
-        fields.iter().filter(|f| *f == "miss").count(),
-        1,
-        "{fields:?}"
-    );
-    assert_eq!(
-        fields.iter().filter(|f| *f == "hit").count(),
-        7,
-        "{fields:?}"
+        s.upstream
+            .requests()
+            .last()
+            .unwrap()
+            .header("if-none-match"),
+        ["\"v1\""]
     );
     s.assert_no_leaks();
 }
