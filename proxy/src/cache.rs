@@ -384,12 +384,24 @@ impl Cache {
         let path = self
             .dir
             .join(format!("{TEMP_PREFIX}{}-{seq}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .mode(0o600)
-            // O_EXCL: never an existing file, never through a symlink.
-            .create_new(true)
-            .open(&path)?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .mode(0o600)
+                // O_EXCL: never an existing file, never through a symlink.
+                .create_new(true)
+                .open(&path)
+        };
+        let file = match create() {
+            // The directory was removed under us (emptied by hand): make it
+            // again, 0700, rather than go on without a cache until restart.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
+                tracing::warn!(dir = %self.dir.display(), "the cache directory had gone; created it again");
+                create()?
+            }
+            other => other?,
+        };
         Ok((file, path))
     }
 

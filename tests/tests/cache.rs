@@ -137,7 +137,8 @@ async fn content_addressed_hits_skip_the_upstream_and_survive_a_restart() {
 #[tokio::test]
 async fn other_hits_are_revalidated_and_changes_replace_the_entry() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = with_cache(&tmp.path().join("c"), "64 MiB").await;
+    let dir = tmp.path().join("c");
+    let s = with_cache(&dir, "64 MiB").await;
     s.upstream
         .put(INRELEASE, Content::Bytes("release one\n".into()));
 
@@ -182,11 +183,23 @@ async fn other_hits_are_revalidated_and_changes_replace_the_entry() {
             "miss"
         ]
     );
+
+    // Emptied by hand while running: entries are fetched again and the
+    // directory comes back, still 0700.
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(get(s.proxy.addr, INRELEASE).await.body, "release three\n");
+    assert_eq!(get(s.proxy.addr, INRELEASE).await.body, "release three\n");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let last = s.upstream.requests().pop().unwrap();
+    assert_eq!(last.header("if-none-match"), ["\"v1\""]);
+    assert!(s.proxy.log_text().contains("created it again"));
+
     let text = metrics(&s).await;
     let r = "pulp_auth_proxy_cache_revalidations_total";
     assert_eq!(
         metric(&text, &format!("{r}{{result=\"not_modified\"}}")),
-        2.0
+        3.0
     );
     assert_eq!(metric(&text, &format!("{r}{{result=\"changed\"}}")), 1.0);
     assert_eq!(metric(&text, &format!("{r}{{result=\"gone\"}}")), 1.0);
