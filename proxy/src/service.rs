@@ -268,7 +268,11 @@ impl Ctx<'_> {
                 entry,
                 fetched_meanwhile,
             } if fetched_meanwhile || entry.meta.freshness == Freshness::Immutable => {
-                self.note("hit").serve_stored(cache, parts, entry)
+                let age = HeaderValue::from(entry.meta.age());
+                let mut resp = self.note("hit").serve_stored(cache, parts, entry);
+                // Served without asking the upstream (RFC 9111 5.1).
+                resp.headers_mut().insert(header::AGE, age);
+                resp
             }
             Lookup::Hit { entry, .. } => {
                 revalidating(req.headers_mut(), &entry.meta);

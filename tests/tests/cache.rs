@@ -76,6 +76,12 @@ async fn content_addressed_hits_skip_the_upstream_and_survive_a_restart() {
         (body.clone(), body.clone())
     );
     assert_eq!(second.headers["etag"], "\"v1\"");
+    assert!(
+        !first.headers.contains_key("age"),
+        "fetched for this request"
+    );
+    let age: u64 = second.headers["age"].to_str().unwrap().parse().unwrap();
+    assert!(age < 60, "{age}");
     assert_eq!(
         s.upstream.count(RPM),
         1,

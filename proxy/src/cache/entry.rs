@@ -1,6 +1,7 @@
 //! One stored response on disk: a small binary head (magic, the head's own
-//! length, the key it was stored under, the freshness rule, the body length
-//! and a few representation headers), then the body. The key is checked on every open, so a file
+//! length, the key it was stored under, the freshness rule, when it was
+//! stored, the body length and a few representation headers), then the
+//! body. The key is checked on every open, so a file
 //! can never answer for another URL, and the file's size must equal head
 //! plus body, so a file cut short by a crash is never served.
 //!
@@ -38,6 +39,8 @@ pub struct Meta {
     pub key: String,
     /// How it may be served.
     pub freshness: Freshness,
+    /// When it was stored, seconds since the Unix epoch (for `Age`).
+    pub stored_at: u64,
     /// Body length in bytes.
     pub body_len: u64,
     /// The kept headers.
@@ -56,9 +59,16 @@ impl Meta {
         Self {
             key,
             freshness,
+            stored_at: now_secs(),
             body_len,
             headers: kept,
         }
+    }
+
+    /// Seconds since it was stored: the `Age` of a response served from it
+    /// without revalidation (RFC 9111 5.1).
+    pub fn age(&self) -> u64 {
+        now_secs().saturating_sub(self.stored_at)
     }
 
     /// The serialised head; the body follows it in the file.
@@ -72,6 +82,7 @@ impl Meta {
             Freshness::Immutable => 1,
             Freshness::Revalidate => 0,
         });
+        b.put_u64(self.stored_at);
         b.put_u64(self.body_len);
         b.put_u16(self.headers.len() as u16);
         for (name, value) in &self.headers {
@@ -106,6 +117,7 @@ impl Meta {
             0 => Freshness::Revalidate,
             _ => return None,
         };
+        let stored_at = get_u64(&mut b)?;
         let body_len = get_u64(&mut b)?;
         let count = get_u16(&mut b)?;
         let mut headers = HeaderMap::new();
@@ -124,12 +136,19 @@ impl Meta {
             Meta {
                 key,
                 freshness,
+                stored_at,
                 body_len,
                 headers,
             },
             total as u64,
         ))
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {

@@ -29,6 +29,8 @@ fn head_round_trips_and_keeps_only_representation_headers() {
     assert_eq!(back.key, m.key);
     assert_eq!(back.freshness, Freshness::Immutable);
     assert_eq!(back.body_len, 5);
+    assert_eq!(back.stored_at, m.stored_at);
+    assert!(back.age() < 60);
     assert_eq!(back.headers.len(), 2);
     assert!(back.headers.get(header::SET_COOKIE).is_none());
     assert!(back.headers.get(header::AUTHORIZATION).is_none());
