@@ -288,12 +288,7 @@ impl Cache {
                         }
                         Err(e) => {
                             self.warn(format_args!("dropping unreadable cache entry {name}: {e}"));
-                            let mut index = self.lock();
-                            if index.remove(&name) {
-                                let _ = std::fs::remove_file(self.dir.join(&name));
-                            }
-                            self.metrics
-                                .cache_size(index.entries.len() as u64, index.total);
+                            self.remove(&name);
                             continue;
                         }
                     }
@@ -350,10 +345,14 @@ impl Cache {
     /// Drops the entry for `key`, if any (the upstream no longer has it, or
     /// sent something that replaces it but cannot be stored).
     pub fn forget(&self, key: &str) {
-        let name = entry_name(key);
+        self.remove(&entry_name(key));
+    }
+
+    /// Removes entry `name` from the index and the directory together.
+    fn remove(&self, name: &str) {
         let mut index = self.lock();
-        if index.remove(&name) {
-            let _ = std::fs::remove_file(self.dir.join(&name));
+        if index.remove(name) {
+            let _ = std::fs::remove_file(self.dir.join(name));
         }
         self.metrics
             .cache_size(index.entries.len() as u64, index.total);

@@ -61,8 +61,8 @@ async fn measure(reps: usize, repo: &Path, base: &str, latency: Duration, rate: 
             let tag = |n: u32| format!("pap-bench-cache-{cached}-{rep}-{n}:{}", std::process::id());
             let pair = tokio::task::block_in_place(|| {
                 (
-                    apt::build_through(&s, base, &tag(1)),
-                    apt::build_through(&s, base, &tag(2)),
+                    apt::build_through(&s, base, &tag(1)).1,
+                    apt::build_through(&s, base, &tag(2)).1,
                 )
             });
             runs[usize::from(cached)].push(pair);

@@ -308,21 +308,22 @@ pub struct Run {
     pub upstream_bytes: u64,
 }
 
-/// Builds [`dockerfile`] through `s`'s proxy as image `tag` (removed
-/// again), panicking with both logs if the build fails.
-pub fn build_through(s: &crate::Setup, base: &str, tag: &str) -> Run {
+/// Builds [`dockerfile`] through `s`'s proxy as image `tag` (removed when
+/// the returned image drops), panicking with both logs if the build fails.
+pub fn build_through(s: &crate::Setup, base: &str, tag: &str) -> (crate::docker::Image, Run) {
     let before = s.upstream.body_bytes();
     let started = std::time::Instant::now();
     let built = crate::docker::Image::try_build(tag, &dockerfile(base, &s.proxy.url()), &[], &[]);
     let secs = started.elapsed().as_secs_f64();
-    if let Err(log) = built {
+    let image = built.unwrap_or_else(|log| {
         panic!(
             "the build through the proxy failed:\n{log}\nproxy log:\n{}",
             s.proxy.log_text()
-        );
-    }
-    Run {
+        )
+    });
+    let run = Run {
         secs,
         upstream_bytes: s.upstream.body_bytes() - before,
-    }
+    };
+    (image, run)
 }

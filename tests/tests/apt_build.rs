@@ -38,20 +38,8 @@ async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
     let url = s.proxy.url();
     let pid = std::process::id();
 
-    let built = tokio::task::block_in_place(|| {
-        Image::try_build(
-            &format!("pap-e2e-apt:{pid}"),
-            &dockerfile(base, &url),
-            &[],
-            &[],
-        )
-    });
-    let built = built.unwrap_or_else(|log| {
-        panic!(
-            "the build through the proxy failed:\n{log}\nproxy log:\n{}",
-            s.proxy.log_text()
-        )
-    });
+    let (built, _) =
+        tokio::task::block_in_place(|| apt::build_through(&s, base, &format!("pap-e2e-apt:{pid}")));
     let log = s.proxy.log_text();
     assert!(
         log.contains("path=/pulp/content/debian/pool/main/hello_"),
@@ -191,10 +179,10 @@ async fn a_second_apt_build_is_served_from_the_cache() {
     let s = Setup::start_with(Versions::Both, "", cache_section(&dir, "256 MiB")).await;
     s.upstream.serve_dir(REPO_PREFIX, &repo);
     let pid = std::process::id();
-    let first = tokio::task::block_in_place(|| {
+    let (_, first) = tokio::task::block_in_place(|| {
         apt::build_through(&s, base, &format!("pap-e2e-cached-1:{pid}"))
     });
-    let second = tokio::task::block_in_place(|| {
+    let (_, second) = tokio::task::block_in_place(|| {
         apt::build_through(&s, base, &format!("pap-e2e-cached-2:{pid}"))
     });
     assert!(first.upstream_bytes > 100_000, "{first:?}");
