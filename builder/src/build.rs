@@ -8,7 +8,7 @@ use crate::error::BuilderError;
 use crate::net::netlink::Netlink;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use pulp_auth_config::Config;
+use pulp_auth_config::{Config, Distro};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
@@ -32,7 +32,7 @@ pub struct Request {
     /// Push the images after building.
     pub push: bool,
     /// Base distribution; `[build] distro` when absent.
-    pub distro: Option<String>,
+    pub distro: Option<Distro>,
     /// Image tag; `<distro>-<UTC datetime>` when absent.
     pub tag: Option<String>,
     /// Image name patterns passed through to Kayobe.
@@ -59,7 +59,7 @@ pub struct Plan {
 pub use pulp_auth_config::http_url as proxy_url;
 
 /// `<distro>-<UTC datetime>`, e.g. `rocky-20261126T093000`.
-pub fn default_tag(distro: &str, now: SystemTime) -> String {
+pub fn default_tag(distro: Distro, now: SystemTime) -> String {
     let stamp = humantime::format_rfc3339_seconds(now).to_string();
     let compact: String = stamp
         .chars()
@@ -79,17 +79,8 @@ pub fn plan(
     now: SystemTime,
 ) -> Result<Plan, BuilderError> {
     let listen = config.proxy()?.listen.socket_addr();
-    let distro = req
-        .distro
-        .clone()
-        .unwrap_or_else(|| config.build.distro.clone());
-    if !pulp_auth_config::DISTROS.contains(&distro.as_str()) {
-        return Err(BuilderError::Usage(format!(
-            "--distro {distro}: use one of {}",
-            pulp_auth_config::DISTROS.join(", ")
-        )));
-    }
-    let tag = req.tag.clone().unwrap_or_else(|| default_tag(&distro, now));
+    let distro = req.distro.unwrap_or(config.build.distro);
+    let tag = req.tag.clone().unwrap_or_else(|| default_tag(distro, now));
     let tag_ok = tag.len() <= 128
         && tag
             .chars()

@@ -35,8 +35,8 @@ pub enum Command {
         #[arg(long)]
         push: bool,
         /// Base distribution (rocky or ubuntu); default [build] distro.
-        #[arg(long, value_name = "D")]
-        distro: Option<String>,
+        #[arg(long, value_name = "D", value_parser = pulp_auth_config::Distro::parse)]
+        distro: Option<pulp_auth_config::Distro>,
         /// Image tag; default <distro>-<UTC datetime>.
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, BuilderError> {
-    let config = Config::load(&cli.config)?;
+    let config = Config::load(&cli.config, std::env::vars_os())?;
     for w in &config.warnings {
         eprintln!("ci-builder: warning: {w}");
     }

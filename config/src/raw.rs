@@ -3,7 +3,7 @@
 //! Every struct refuses unknown keys so that a typo is reported instead of
 //! silently falling back to a default. Nothing here may hold the password:
 //! a `password` key is refused by name before these types are ever
-//! deserialised (see `load`), because deserialisation errors quote values.
+//! deserialised (see `load.rs`), because deserialisation errors quote values.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -44,6 +44,7 @@ pub(crate) struct RawProxy {
     pub header_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub readiness_cache_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

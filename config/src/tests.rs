@@ -1,8 +1,4 @@
-// figment::Jail fixes the closure type; its error is figment's own.
-#![allow(clippy::result_large_err)]
-
 use super::*;
-use figment::Jail;
 
 const GOOD: &str = r#"
 [network]
@@ -21,124 +17,112 @@ username = "ci-user"
 password_file = "/run/pw"
 "#;
 
-fn load_in(jail: &mut Jail, text: &str) -> Result<Config, ConfigError> {
-    jail.create_file("config.toml", text).unwrap();
-    Config::load(&jail.directory().join("config.toml"))
+/// No environment at all: tests never read or write the process's own.
+const NO_ENV: [(&str, &str); 0] = [];
+
+/// Loads `text` from a file of its own, with `env` as the environment.
+fn load_with(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path, env.iter().copied())
+}
+
+fn load_in(text: &str) -> Result<Config, ConfigError> {
+    load_with(text, &[])
 }
 
 #[test]
 fn good_file_loads_with_defaults() {
-    Jail::expect_with(|jail| {
-        let c = load_in(jail, GOOD).unwrap();
-        let p = c.proxy().unwrap();
-        assert_eq!(p.listen.to_string(), "192.168.33.3:80");
-        assert_eq!(p.allowed_paths.len(), 2);
-        assert_eq!(p.header_timeout, Duration::from_secs(10));
-        let u = c.upstream().unwrap();
-        assert_eq!(u.origin.prefix(), "");
-        assert_eq!(u.connect_timeout, Duration::from_secs(10));
-        assert_eq!(c.build.kayobe, "kayobe");
-        assert_eq!(c.network().unwrap().ports[0].as_str(), "dummy1");
-        Ok(())
-    });
+    let c = load_in(GOOD).unwrap();
+    let p = c.proxy().unwrap();
+    assert_eq!(p.listen.to_string(), "192.168.33.3:80");
+    assert_eq!(p.allowed_paths.len(), 2);
+    assert_eq!(p.header_timeout, Duration::from_secs(10));
+    let u = c.upstream().unwrap();
+    assert_eq!(u.origin.prefix(), "");
+    assert_eq!(u.connect_timeout, Duration::from_secs(10));
+    assert_eq!(c.build.kayobe, "kayobe");
+    assert_eq!(c.network().unwrap().ports[0].as_str(), "dummy1");
 }
 
 #[test]
 fn environment_overrides_nested_keys() {
-    Jail::expect_with(|jail| {
-        jail.set_env("PULP_AUTH_PROXY_PROXY__LISTEN", "127.0.0.1:8080");
-        jail.set_env(
-            "PULP_AUTH_PROXY_UPSTREAM__URL",
-            "https://other.example.test/p",
-        );
-        let c = load_in(jail, GOOD).unwrap();
-        assert_eq!(c.proxy().unwrap().listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.upstream().unwrap().origin.prefix(), "/p");
-        Ok(())
-    });
+    let c = load_with(
+        GOOD,
+        &[
+            ("PULP_AUTH_PROXY_PROXY__LISTEN", "127.0.0.1:8080"),
+            (
+                "pulp_auth_proxy_upstream__URL",
+                "https://other.example.test/p",
+            ),
+            ("OTHER_PROXY__LISTEN", "0.0.0.0:1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.proxy().unwrap().listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.upstream().unwrap().origin.prefix(), "/p");
 }
 
 #[test]
 fn password_env_is_not_a_config_key() {
-    Jail::expect_with(|jail| {
-        jail.set_env("PULP_AUTH_PROXY_PASSWORD", "fake pw:@/%+");
-        load_in(jail, GOOD).unwrap();
-        Ok(())
-    });
+    load_with(GOOD, &[("PULP_AUTH_PROXY_PASSWORD", "fake pw:@/%+")]).unwrap();
 }
 
 #[test]
 fn password_key_in_file_is_refused_by_name() {
-    Jail::expect_with(|jail| {
-        // A value of the wrong type: a type check would quote it.
-        let text = format!("{GOOD}password = [\"fake pw:@/%+\"]\n");
-        let err = load_in(jail, &text).unwrap_err().to_string();
-        assert!(err.contains("`upstream.password` is not allowed"), "{err}");
-        assert!(err.contains("password_file"), "{err}");
-        assert!(!err.contains("fake"), "{err}");
-        let text = GOOD.replace("[proxy]\n", "[proxy]\nPassword = 42\n");
-        let err = load_in(jail, &text).unwrap_err().to_string();
-        assert!(err.contains("`proxy.Password` is not allowed"), "{err}");
-        assert!(!err.contains("42"), "{err}");
-        Ok(())
-    });
+    // A value of the wrong type: a type check would quote it.
+    let text = format!("{GOOD}password = [\"fake pw:@/%+\"]\n");
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(err.contains("`upstream.password` is not allowed"), "{err}");
+    assert!(err.contains("password_file"), "{err}");
+    assert!(!err.contains("fake"), "{err}");
+    let text = GOOD.replace("[proxy]\n", "[proxy]\nPassword = 42\n");
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(err.contains("`proxy.Password` is not allowed"), "{err}");
+    assert!(!err.contains("42"), "{err}");
 }
 
 #[test]
 fn password_key_from_environment_is_refused() {
-    Jail::expect_with(|jail| {
-        jail.set_env("PULP_AUTH_PROXY_UPSTREAM__PASSWORD", "fake pw:@/%+");
-        let err = load_in(jail, GOOD).unwrap_err().to_string();
-        assert!(err.contains("PULP_AUTH_PROXY_UPSTREAM__PASSWORD"), "{err}");
-        assert!(!err.contains("fake"), "{err}");
-        Ok(())
-    });
+    let env = [("PULP_AUTH_PROXY_UPSTREAM__PASSWORD", "fake pw:@/%+")];
+    let err = load_with(GOOD, &env).unwrap_err().to_string();
+    assert!(err.contains("PULP_AUTH_PROXY_UPSTREAM__PASSWORD"), "{err}");
+    assert!(!err.contains("fake"), "{err}");
 }
 
 #[test]
 fn syntax_error_gives_position_not_the_line() {
-    Jail::expect_with(|jail| {
-        let err = load_in(
-            jail,
-            "[upstream]\nurl = \"https://h\nusername = \"fake pw:@\"\n",
-        )
+    let err = load_in("[upstream]\nurl = \"https://h\nusername = \"fake pw:@\"\n")
         .unwrap_err()
         .to_string();
-        assert!(err.contains("line 2"), "{err}");
-        assert!(!err.contains("fake"), "{err}");
-        Ok(())
-    });
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!err.contains("fake"), "{err}");
 }
 
 #[test]
 fn unknown_keys_are_named() {
-    Jail::expect_with(|jail| {
-        let err = load_in(jail, &GOOD.replace("interface", "interfcae"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("interfcae"), "{err}");
-        Ok(())
-    });
+    let err = load_in(&GOOD.replace("interface", "interfcae"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("interfcae"), "{err}");
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
-    Jail::expect_with(|jail| {
-        let text = GOOD
-            .replace("192.168.33.3:80", "0.0.0.0:80")
-            .replace("https://pulp", "http://pulp")
-            .replace("\"127.0.0.0/8\"", "\"127.0.0.1/8\"");
-        let err = load_in(jail, &text).unwrap_err().to_string();
-        for key in ["proxy.listen", "upstream.url", "proxy.allowed_clients"] {
-            assert!(err.contains(key), "{key} missing from: {err}");
-        }
-        Ok(())
-    });
+    let text = GOOD
+        .replace("192.168.33.3:80", "0.0.0.0:80")
+        .replace("https://pulp", "http://pulp")
+        .replace("\"127.0.0.0/8\"", "\"127.0.0.1/8\"");
+    let err = load_in(&text).unwrap_err().to_string();
+    for key in ["proxy.listen", "upstream.url", "proxy.allowed_clients"] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
 }
 
 #[test]
 fn missing_file_says_what_to_do() {
-    let err = Config::load(Path::new("/nonexistent/config.toml"))
+    let err = Config::load(Path::new("/nonexistent/config.toml"), NO_ENV)
         .unwrap_err()
         .to_string();
     assert!(
@@ -149,20 +133,17 @@ fn missing_file_says_what_to_do() {
 
 #[test]
 fn missing_section_is_named() {
-    Jail::expect_with(|jail| {
-        let c = load_in(jail, "[network]\naddress = \"192.168.33.3/24\"\n").unwrap();
-        assert_eq!(c.network().unwrap().bridge.as_str(), "breth1");
-        let err = c.upstream().unwrap_err().to_string();
-        assert!(err.contains("[upstream]"), "{err}");
-        Ok(())
-    });
+    let c = load_in("[network]\naddress = \"192.168.33.3/24\"\n").unwrap();
+    assert_eq!(c.network().unwrap().bridge.as_str(), "breth1");
+    let err = c.upstream().unwrap_err().to_string();
+    assert!(err.contains("[upstream]"), "{err}");
 }
 
 #[test]
 fn shipped_examples_load() {
     for name in ["example.toml", "example-loopback.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-        let c = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = Config::load(&path, NO_ENV).unwrap_or_else(|e| panic!("{name}: {e}"));
         c.proxy().unwrap();
         c.upstream().unwrap();
     }
@@ -175,61 +156,52 @@ fn example_cache_section_loads_when_uncommented() {
     let text = ["[cache]", "dir =", "max_size ="]
         .iter()
         .fold(text, |t, key| t.replace(&format!("# {key}"), key));
-    Jail::expect_with(|jail| {
-        let c = load_in(jail, &text).unwrap().cache.unwrap();
-        assert_eq!(c.dir, Path::new("/var/lib/pulp-auth-proxy/cache"));
-        assert_eq!(c.max_size, 20 << 30);
-        Ok(())
-    });
+    let c = load_in(&text).unwrap().cache.unwrap();
+    assert_eq!(c.dir, Path::new("/var/lib/pulp-auth-proxy/cache"));
+    assert_eq!(c.max_size, 20 << 30);
 }
 
 #[test]
 fn cache_is_off_unless_configured() {
-    Jail::expect_with(|jail| {
-        assert!(load_in(jail, GOOD).unwrap().cache.is_none());
-        let text = format!(
-            "{GOOD}\n[cache]\ndir = \"/var/lib/pulp-auth-proxy/cache\"\nmax_size = \"10 GiB\"\n"
-        );
-        let c = load_in(jail, &text).unwrap().cache.unwrap();
-        assert_eq!(c.dir, Path::new("/var/lib/pulp-auth-proxy/cache"));
-        assert_eq!(c.max_size, 10 << 30);
-        jail.set_env("PULP_AUTH_PROXY_CACHE__MAX_SIZE", "2097152");
-        assert_eq!(
-            load_in(jail, &text).unwrap().cache.unwrap().max_size,
-            2 << 20
-        );
-        Ok(())
-    });
+    assert!(load_in(GOOD).unwrap().cache.is_none());
+    let text = format!(
+        "{GOOD}\n[cache]\ndir = \"/var/lib/pulp-auth-proxy/cache\"\nmax_size = \"10 GiB\"\n"
+    );
+    let c = load_in(&text).unwrap().cache.unwrap();
+    assert_eq!(c.dir, Path::new("/var/lib/pulp-auth-proxy/cache"));
+    assert_eq!(c.max_size, 10 << 30);
+    let env = [("PULP_AUTH_PROXY_CACHE__MAX_SIZE", "2097152")];
+    assert_eq!(
+        load_with(&text, &env).unwrap().cache.unwrap().max_size,
+        2 << 20
+    );
 }
 
 #[test]
 fn cache_problems_are_named() {
-    Jail::expect_with(|jail| {
-        let text = format!("{GOOD}\n[cache]\ndir = \"cache\"\nmax_size = \"10 GB\"\n");
-        let err = load_in(jail, &text).unwrap_err().to_string();
-        assert!(
-            err.contains("cache.dir: `cache` is not an absolute path"),
-            "{err}"
-        );
-        assert!(
-            err.contains("cache.max_size: unit `GB` is not one of"),
-            "{err}"
-        );
-        let text = format!("{GOOD}\n[cache]\ndir = \"/srv/../c\"\nmax_size = 1000\n");
-        let err = load_in(jail, &text).unwrap_err().to_string();
-        assert!(
-            err.contains("cache.dir: `/srv/../c` contains `..`"),
-            "{err}"
-        );
-        assert!(
-            err.contains("cache.max_size: 1000 bytes is below the minimum of 1 MiB"),
-            "{err}"
-        );
-        let text = format!("{GOOD}\n[cache]\ndir = \"/srv/c\"\n");
-        let err = load_in(jail, &text).unwrap_err().to_string();
-        assert!(err.contains("missing field `max_size`"), "{err}");
-        Ok(())
-    });
+    let text = format!("{GOOD}\n[cache]\ndir = \"cache\"\nmax_size = \"10 GB\"\n");
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("cache.dir: `cache` is not an absolute path"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cache.max_size: unit `GB` is not one of"),
+        "{err}"
+    );
+    let text = format!("{GOOD}\n[cache]\ndir = \"/srv/../c\"\nmax_size = 1000\n");
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("cache.dir: `/srv/../c` contains `..`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cache.max_size: 1000 bytes is below the minimum of 1 MiB"),
+        "{err}"
+    );
+    let text = format!("{GOOD}\n[cache]\ndir = \"/srv/c\"\n");
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(err.contains("missing field `max_size`"), "{err}");
 }
 
 #[test]
@@ -243,4 +215,49 @@ fn sizes_parse_with_binary_units() {
     assert!(parse_size("99999999999 TiB")
         .unwrap_err()
         .contains("is not a size"));
+}
+
+#[test]
+fn typed_values_and_named_defaults() {
+    let c = load_in(GOOD).unwrap();
+    let p = c.proxy().unwrap();
+    assert_eq!(p.log_level, LogLevel::Info);
+    assert_eq!(p.readiness_cache, Proxy::DEFAULT_READINESS_CACHE);
+    assert_eq!(p.max_connections, Proxy::DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(c.build.distro, Distro::Rocky);
+    let text = GOOD.replace(
+        "[proxy]\n",
+        "[proxy]\nlog_level = \"debug\"\nreadiness_cache_secs = 0\n",
+    ) + "[build]\ndistro = \"ubuntu\"\n";
+    let c = load_in(&text).unwrap();
+    assert_eq!(c.proxy().unwrap().log_level, LogLevel::Debug);
+    assert_eq!(c.proxy().unwrap().readiness_cache, Duration::ZERO);
+    assert_eq!(c.build.distro, Distro::Ubuntu);
+    let text = GOOD.replace("[proxy]\n", "[proxy]\nlog_level = \"loud\"\n")
+        + "[build]\ndistro = \"gentoo\"\n";
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("proxy.log_level: `loud` is not one of error, warn"),
+        "{err}"
+    );
+    assert!(
+        err.contains("build.distro: `gentoo` is not one of rocky, ubuntu"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_problem_in_one_section_is_reported() {
+    let text = GOOD.replace(
+        "[proxy]\n",
+        "[proxy]\nmax_headers = 1\nheader_timeout_secs = 0\nlog_format = \"xml\"\n",
+    );
+    let err = load_in(&text).unwrap_err().to_string();
+    for key in [
+        "proxy.max_headers: must be between 8 and 1024",
+        "proxy.header_timeout_secs: must be at least 1 second",
+        "proxy.log_format: `xml` is not `text` or `json`",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
 }

@@ -370,3 +370,86 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             format!("`{text}` is not a size; write e.g. \"10 GiB\" or a number of bytes")
         })
 }
+
+/// `proxy.log_level`: the log filter when `RUST_LOG` is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Failures only.
+    Error,
+    /// Failures and warnings.
+    Warn,
+    /// Plus the access log and start-up lines; the default.
+    Info,
+    /// Plus connection and cache details.
+    Debug,
+    /// Everything the libraries log too.
+    Trace,
+}
+
+impl LogLevel {
+    const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// Checks one of `error`, `warn`, `info`, `debug`, `trace`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not one of error, warn, info, debug, trace"))
+    }
+
+    /// The name, as a `tracing` filter directive takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// A base distribution Kolla builds images from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    /// Rocky Linux.
+    Rocky,
+    /// Ubuntu.
+    Ubuntu,
+}
+
+impl Distro {
+    /// Every distribution, in the order messages list them.
+    pub const ALL: [Distro; 2] = [Distro::Rocky, Distro::Ubuntu];
+
+    /// Checks `rocky` or `ubuntu`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|d| d.as_str()).collect();
+                format!("`{text}` is not one of {}", names.join(", "))
+            })
+    }
+
+    /// The name Kolla uses (`kolla_base_distro`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distro::Rocky => "rocky",
+            Distro::Ubuntu => "ubuntu",
+        }
+    }
+}
+
+impl fmt::Display for Distro {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

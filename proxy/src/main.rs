@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use pulp_auth_config::credentials::{load_password, PasswordSource};
-use pulp_auth_config::{Config, LogFormat};
+use pulp_auth_config::{Config, LogFormat, LogLevel};
 use pulp_auth_proxy::cache::Cache;
 use pulp_auth_proxy::credentials::BasicAuth;
 use pulp_auth_proxy::error::StartError;
@@ -38,7 +38,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = Config::load(&cli.config);
+    let loaded = Config::load(&cli.config, std::env::vars_os());
     init_logging(loaded.as_ref().ok().and_then(|c| c.proxy.as_ref()));
     let result = loaded.map_err(StartError::from).and_then(|config| {
         // This thread runs the control tasks (signals, reload, watchdog,
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
 /// `proxy.log_level`.
 fn init_logging(proxy: Option<&pulp_auth_config::Proxy>) {
     use tracing_subscriber::{fmt, prelude::*, EnvFilter};
-    let level = proxy.map_or("info", |p| p.log_level.as_str());
+    let level = proxy.map_or(LogLevel::Info, |p| p.log_level).as_str();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let json = proxy.is_some_and(|p| p.log_format == LogFormat::Json);
     let text = (!json).then(|| fmt::layer().with_writer(std::io::stderr).with_ansi(false));
