@@ -1,19 +1,11 @@
-//! The access log: one line per request, whatever its outcome.
-//!
-//! Fields: `peer`, `method`, `path` (the normalised path when the policy
-//! accepted it, else the target as sent, escaped), `status`, `bytes` (body
-//! bytes sent to the client), `duration_ms` (whole request), `upstream_ms`
-//! (until the upstream's response head; absent when nothing was sent),
-//! `cache` (with `[cache]` on: `hit` served from disk without asking the
-//! upstream, because the path is content-addressed or another request
-//! fetched it while this one waited; `revalidated` served from disk after a
-//! 304; `miss` fetched; `changed` fetched again because the upstream's
-//! content changed; `gone` the upstream no longer has it; `failed` the
-//! revalidation got another answer, passed on; `bypass` not cacheable),
-//! and `outcome`. Headers are never logged: the proxy's own `Authorization` is
-//! among them once rewritten.
+//! The access log: one line per request, whatever its outcome. Its fields
+//! are documented once, in `docs/operating.md`. Headers are never logged:
+//! the proxy's own `Authorization` is among them once rewritten.
 
+use crate::cache::Outcome;
+use crate::metrics::Metrics;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What is known about a request by the time its response starts.
@@ -23,7 +15,7 @@ pub struct Access {
     pub peer: SocketAddr,
     /// The method as sent.
     pub method: http::Method,
-    /// See the module documentation.
+    /// The normalised path the policy accepted.
     pub path: String,
     /// The status sent to the client.
     pub status: u16,
@@ -32,12 +24,33 @@ pub struct Access {
     /// Time to the upstream's response head, if anything was sent.
     pub upstream: Option<Duration>,
     /// What the cache did, when it is on.
-    pub cache: Option<&'static str>,
+    pub cache: Option<Outcome>,
     /// Where the request is counted.
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Access {
+    /// A request the policy accepted, for the normalised `path`; nothing
+    /// sent upstream yet.
+    pub fn new(
+        peer: SocketAddr,
+        method: &http::Method,
+        path: &str,
+        started: Instant,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        Self {
+            peer,
+            method: method.clone(),
+            path: path.to_string(),
+            status: 0,
+            started,
+            upstream: None,
+            cache: None,
+            metrics: metrics.clone(),
+        }
+    }
+
     /// Logs the line. Transfers that fail mid-body are warnings: the client
     /// saw a truncated response.
     pub fn finish(&self, bytes: u64, outcome: Result<(), String>) {
@@ -54,7 +67,7 @@ impl Access {
                 bytes,
                 duration_ms,
                 upstream_ms,
-                cache = self.cache.map(tracing::field::display),
+                cache = self.cache.map(|c| c.as_str()),
                 "request"
             ),
             Err(why) => tracing::warn!(
@@ -66,7 +79,7 @@ impl Access {
                 bytes,
                 duration_ms,
                 upstream_ms,
-                cache = self.cache.map(tracing::field::display),
+                cache = self.cache.map(|c| c.as_str()),
                 outcome = %why,
                 "request aborted"
             ),

@@ -8,6 +8,7 @@
 //! When the cache stores the response, each frame is also written to the
 //! cache's temporary file, and the entry is put in place only when the
 //! transfer ended without error. [`CachedBody`] serves a stored entry.
+//! [`ProxyBody`] is the one body type every response has.
 
 use crate::access::Access;
 use crate::cache::entry::Entry;
@@ -15,11 +16,61 @@ use crate::cache::Fill;
 use crate::conn::Busy;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+
+/// The body of every response the proxy sends.
+pub enum ProxyBody {
+    /// Streamed from the upstream, and into the cache when it stores it.
+    Upstream(ResponseBody),
+    /// Read from a stored entry.
+    Cached(CachedBody),
+    /// Made by the proxy: refusals, failures, its own endpoints.
+    Local(Full<Bytes>),
+}
+
+impl From<Full<Bytes>> for ProxyBody {
+    fn from(body: Full<Bytes>) -> Self {
+        ProxyBody::Local(body)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Cached(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Cached(b) => b.is_end_stream(),
+            ProxyBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Cached(b) => b.size_hint(),
+            ProxyBody::Local(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Why a body transfer stopped early. Returning it from `poll_frame` makes
 /// hyper abort the client connection, so a truncated body is never mistaken
@@ -32,6 +83,9 @@ pub enum BodyError {
     /// The upstream connection failed mid-body.
     #[error("upstream body failed: {0}")]
     Upstream(String),
+    /// A stored entry could not be read to the end.
+    #[error("reading the cache entry failed: {0}")]
+    Cached(std::io::Error),
 }
 
 /// An upstream body on its way to the client.
@@ -166,12 +220,12 @@ impl CachedBody {
 
 impl Body for CachedBody {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if this.at >= this.end {
             this.outcome = Some(Ok(()));
@@ -202,9 +256,10 @@ impl Body for CachedBody {
 }
 
 impl CachedBody {
-    fn failed(&mut self, e: std::io::Error) -> std::io::Error {
-        self.outcome = Some(Err(format!("reading the cache entry failed: {e}")));
-        e
+    fn failed(&mut self, e: std::io::Error) -> BodyError {
+        let err = BodyError::Cached(e);
+        self.outcome = Some(Err(err.to_string()));
+        err
     }
 }
 
@@ -219,5 +274,3 @@ impl Drop for CachedBody {
         self.access.finish(self.bytes, outcome);
     }
 }
-
-use std::future::Future as _;

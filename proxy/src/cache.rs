@@ -25,6 +25,9 @@
 
 pub mod entry;
 pub mod rules;
+mod serve;
+
+pub use serve::answer;
 
 use crate::metrics::Metrics;
 use entry::{Entry, Meta};
@@ -41,6 +44,112 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// often; the rest go to the debug log.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 const TEMP_PREFIX: &str = "tmp-";
+
+/// What the cache did for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from disk without asking the upstream: content-addressed, or
+    /// fetched by another request while this one waited.
+    Hit,
+    /// Served from disk after the upstream answered 304.
+    Revalidated,
+    /// Nothing stored; fetched.
+    Miss,
+    /// Fetched again: the upstream's content changed.
+    Changed,
+    /// The upstream no longer has it; the entry went.
+    Gone,
+    /// The revalidation got another answer, passed on.
+    Failed,
+    /// Not cacheable: forwarded as is.
+    Bypass,
+}
+
+impl Outcome {
+    /// The access line's `cache=` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Miss => "miss",
+            Outcome::Changed => "changed",
+            Outcome::Gone => "gone",
+            Outcome::Failed => "failed",
+            Outcome::Bypass => "bypass",
+        }
+    }
+
+    /// The `result` label of `cache_revalidations_total`, for the outcomes
+    /// of a revalidation.
+    pub fn revalidation_label(self) -> Option<&'static str> {
+        match self {
+            Outcome::Revalidated => Some("not_modified"),
+            Outcome::Changed => Some("changed"),
+            Outcome::Gone => Some("gone"),
+            Outcome::Failed => Some("failed"),
+            Outcome::Hit | Outcome::Miss | Outcome::Bypass => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the cache directory cannot be used; the proxy then runs without a
+/// cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The directory could not be created.
+    #[error("cannot create {}: {source}", dir.display())]
+    Create {
+        /// `cache.dir`.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory's metadata or listing could not be read.
+    #[error("cannot read {}: {source}", dir.display())]
+    Read {
+        /// `cache.dir`.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `cache.dir` names something else.
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// A file could not be created in it.
+    #[error("cannot write in {}: {source}", dir.display())]
+    NotWritable {
+        /// `cache.dir`.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It belongs to another user.
+    #[error(
+        "{} belongs to uid {uid}, not to the proxy's user; anyone who can write there \
+         could serve packages to builds",
+        dir.display()
+    )]
+    ForeignOwner {
+        /// `cache.dir`.
+        dir: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// Its mode could not be tightened to 0700.
+    #[error("cannot restrict {} to mode 0700: {source}", dir.display())]
+    Restrict {
+        /// `cache.dir`.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// The cache, shared by every worker.
 pub struct Cache {
@@ -156,17 +265,25 @@ impl Cache {
         config: &pulp_auth_config::Cache,
         user: &str,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Cache>, String> {
+    ) -> Result<Arc<Cache>, CacheError> {
         let dir = &config.dir;
         let shown = dir.display();
         match std::fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => tracing::info!(dir = %shown, "created the cache directory"),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {shown}: {e}")),
+            Err(source) => {
+                return Err(CacheError::Create {
+                    dir: dir.clone(),
+                    source,
+                })
+            }
         }
-        let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let meta = std::fs::metadata(dir).map_err(|source| CacheError::Read {
+            dir: dir.clone(),
+            source,
+        })?;
         if !meta.is_dir() {
-            return Err(format!("{shown} is not a directory"));
+            return Err(CacheError::NotADirectory(dir.clone()));
         }
         let cache = Cache {
             dir: dir.clone(),
@@ -181,31 +298,39 @@ impl Cache {
         // takes writes.
         let (probe, probe_path) = cache
             .temp_file()
-            .map_err(|e| format!("cannot write in {shown}: {e}"))?;
+            .map_err(|source| CacheError::NotWritable {
+                dir: dir.clone(),
+                source,
+            })?;
         let uid = probe.metadata().map(|m| m.uid());
         drop(probe);
         let _ = std::fs::remove_file(&probe_path);
         if uid.ok() != Some(meta.uid()) {
-            return Err(format!(
-                "{shown} belongs to uid {}, not to the proxy's user; anyone who can write there \
-                 could serve packages to builds",
-                meta.uid()
-            ));
+            return Err(CacheError::ForeignOwner {
+                dir: dir.clone(),
+                uid: meta.uid(),
+            });
         }
         if meta.mode() & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot restrict {shown} to mode 0700: {e}"))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| CacheError::Restrict {
+                    dir: dir.clone(),
+                    source,
+                },
+            )?;
             tracing::warn!(dir = %shown, "cache directory was readable by others; set it to mode 0700");
         }
         cache.load()?;
         Ok(Arc::new(cache))
     }
 
-    fn load(&self) -> Result<(), String> {
+    fn load(&self) -> Result<(), CacheError> {
         let shown = self.dir.display();
         let mut found = Vec::new();
-        let listing =
-            std::fs::read_dir(&self.dir).map_err(|e| format!("cannot list {shown}: {e}"))?;
+        let listing = std::fs::read_dir(&self.dir).map_err(|source| CacheError::Read {
+            dir: self.dir.clone(),
+            source,
+        })?;
         for dirent in listing.flatten() {
             let name = dirent.file_name().to_string_lossy().into_owned();
             let path = dirent.path();
@@ -519,4 +644,25 @@ fn entry_name(key: &str) -> String {
 
 fn is_entry_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::Outcome;
+
+    #[test]
+    fn one_enum_names_the_log_word_and_the_revalidation_label() {
+        let all = [
+            (Outcome::Hit, "hit", None),
+            (Outcome::Revalidated, "revalidated", Some("not_modified")),
+            (Outcome::Miss, "miss", None),
+            (Outcome::Changed, "changed", Some("changed")),
+            (Outcome::Gone, "gone", Some("gone")),
+            (Outcome::Failed, "failed", Some("failed")),
+            (Outcome::Bypass, "bypass", None),
+        ];
+        for (o, word, label) in all {
+            assert_eq!((o.as_str(), o.revalidation_label()), (word, label));
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! `header_timeout` (slowloris); while a request is being served, neither
 //! applies (the upstream timeouts do).
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,8 +193,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
-
-use std::future::Future as _;
 
 #[cfg(test)]
 mod tests {

@@ -196,6 +196,8 @@ impl fmt::Display for UpstreamError {
     }
 }
 
+impl std::error::Error for UpstreamError {}
+
 /// The outcome of one request that did not produce an upstream response to
 /// stream back.
 #[derive(Debug)]

@@ -3,27 +3,23 @@
 //! `proxy.allowed_paths` neither allows nor forbids them:
 //! - `GET /healthz`: 200 while the proxy serves;
 //! - `GET /readyz`: 200 when an authenticated probe of the upstream's
-//!   `/pulp/api/v3/status/` succeeded within the last few seconds, else 503
-//!   with the reason;
+//!   status endpoint succeeded within `proxy.readiness_cache_secs`, else
+//!   503 with the reason;
 //! - `GET /metrics`: Prometheus text (unless `proxy.metrics_listen` moves it).
 
+use crate::body::ProxyBody;
 use crate::credentials::BasicAuth;
 use crate::error::UpstreamError;
+use crate::rewrite;
+use crate::state::State;
 use crate::upstream::Upstream;
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{Empty, Full};
+use http::{header, request, HeaderValue, Method, Response, StatusCode};
+use http_body_util::Full;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// How long a probe result is reused: readiness checks from load balancers
-/// or systemd must not turn into a request stream to Pulp.
-pub const PROBE_TTL: Duration = Duration::from_secs(5);
-
-/// Where the upstream's status endpoint is, below its prefix.
-pub const STATUS_PATH: &str = "/pulp/api/v3/status/";
-
-/// A local endpoint, if `path` names one.
+/// A local endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `/healthz`.
@@ -35,9 +31,12 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Matches the exact path.
-    pub fn of(path: &str) -> Option<Self> {
-        match path {
+    /// The endpoint a `GET` or `HEAD` of exactly this path names, if any.
+    pub fn of(parts: &request::Parts) -> Option<Self> {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return None;
+        }
+        match parts.uri.path() {
             "/healthz" => Some(Self::Health),
             "/readyz" => Some(Self::Ready),
             "/metrics" => Some(Self::Metrics),
@@ -46,25 +45,44 @@ impl Endpoint {
     }
 }
 
-/// The cached outcome of the last upstream probe.
-#[derive(Default)]
+/// Why `/readyz` says not ready.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    /// The probe failed on its way (including refused credentials).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The status endpoint answered, but not 200.
+    #[error("upstream status endpoint answered {0}")]
+    Status(StatusCode),
+}
+
+/// The outcome of the last upstream probe, reused for a while.
 pub struct Readiness {
-    last: Mutex<Option<(Instant, Result<(), String>)>>,
+    ttl: Duration,
+    last: Mutex<Option<(Instant, Result<(), NotReady>)>>,
 }
 
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Readiness")
+        f.debug_struct("Readiness").field("ttl", &self.ttl).finish()
     }
 }
 
 impl Readiness {
-    /// Ready or the reason not; probes at most once per [`PROBE_TTL`]
-    /// (concurrent callers wait for the one probe).
-    pub async fn check(&self, upstream: &Upstream, auth: &BasicAuth) -> Result<(), String> {
+    /// Reuses a probe result for `ttl` (`proxy.readiness_cache_secs`).
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Ready, or why not; probes at most once per `ttl` (concurrent
+    /// callers wait for the one probe).
+    pub async fn check(&self, upstream: &Upstream, auth: &BasicAuth) -> Result<(), NotReady> {
         let mut last = self.last.lock().await;
         if let Some((at, result)) = last.as_ref() {
-            if at.elapsed() < PROBE_TTL {
+            if at.elapsed() < self.ttl {
                 return result.clone();
             }
         }
@@ -79,35 +97,65 @@ impl Readiness {
     }
 }
 
-async fn probe(upstream: &Upstream, auth: &BasicAuth) -> Result<(), String> {
-    let uri = upstream.uri_for(STATUS_PATH).map_err(|e| e.to_string())?;
-    let mut req = http::Request::new(Empty::<Bytes>::new());
-    *req.uri_mut() = uri;
-    req.headers_mut()
-        .insert(header::HOST, upstream.host_header());
-    req.headers_mut()
-        .insert(header::AUTHORIZATION, auth.header_value());
-    match upstream.send(req).await {
-        Ok(resp) if resp.status() == StatusCode::OK => Ok(()),
-        Ok(resp)
-            if matches!(
-                resp.status(),
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-            ) =>
-        {
-            Err(UpstreamError::CredentialsRefused(resp.status()).to_string())
-        }
-        Ok(resp) => Err(format!(
-            "upstream status endpoint answered {}",
-            resp.status()
-        )),
-        Err(e) => Err(e.to_string()),
+async fn probe(upstream: &Upstream, auth: &BasicAuth) -> Result<(), NotReady> {
+    let resp = upstream
+        .send(rewrite::status_probe(upstream, auth)?)
+        .await?;
+    match resp.status() {
+        StatusCode::OK => Ok(()),
+        other => Err(NotReady::Status(other)),
     }
 }
 
-/// A small plain-text response.
-pub fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+/// Answers a local endpoint on the main listener. `None` when the request
+/// names none (or `/metrics` lives on its own listener): the request goes
+/// on to the policy.
+pub async fn answer(state: &State, parts: &request::Parts) -> Option<Response<ProxyBody>> {
+    let endpoint = Endpoint::of(parts)?;
+    if endpoint == Endpoint::Metrics && !state.serve_metrics {
+        return None;
+    }
+    Some(respond(state, endpoint).await)
+}
+
+/// Answers on `proxy.metrics_listen`: `/metrics` and `/healthz` only.
+pub async fn metrics_only(state: &State, parts: &request::Parts) -> Response<ProxyBody> {
+    match Endpoint::of(parts) {
+        Some(e @ (Endpoint::Metrics | Endpoint::Health)) => respond(state, e).await,
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "only /metrics and /healthz are served here\n".into(),
+            TEXT,
+        ),
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+async fn respond(state: &State, endpoint: Endpoint) -> Response<ProxyBody> {
+    match endpoint {
+        Endpoint::Health => text(StatusCode::OK, "ok\n".into(), TEXT),
+        Endpoint::Ready => {
+            let live = state.live();
+            match state.readiness.check(&live.upstream, &live.auth).await {
+                Ok(()) => text(StatusCode::OK, "ready\n".into(), TEXT),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                    TEXT,
+                ),
+            }
+        }
+        Endpoint::Metrics => text(
+            StatusCode::OK,
+            state.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::Local(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

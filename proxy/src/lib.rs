@@ -2,13 +2,14 @@
 //! credentials to requests from image builds, so the credentials live only
 //! in this process.
 //!
-//! A request goes through phases, each a module with plain functions:
+//! A request goes through phases, each a module with plain functions, in
+//! the order [`service`] shows: [`health`] (the proxy's own endpoints) ->
 //! [`policy`] (refuse early) -> [`rewrite`] (strip client credentials and
-//! hop-by-hop headers, then inject ours) -> [`upstream`] (pooled, verified
-//! TLS, timeouts) -> [`respond`] (the one place failures become statuses),
-//! or the upstream's body streamed back through [`body`]. With `[cache]`,
-//! [`cache`] answers from disk or stores what streams back. [`server`] runs
-//! the accept loop; `main` binds (via [`listener`]) and hands it a listener.
+//! hop-by-hop headers, then inject ours) -> [`cache`] when on, or
+//! [`forward`] (send through [`upstream`]: pooled, verified TLS, timeouts;
+//! stream back through [`body`]) -> [`respond`] (the one place outcomes
+//! become statuses). [`server`] runs the accept loop; `main` binds (via
+//! [`listener`]) and hands it a listener.
 
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod conn;
 pub mod credentials;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod listener;
 pub mod metrics;
@@ -26,4 +28,5 @@ pub mod respond;
 pub mod rewrite;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod upstream;

@@ -12,8 +12,8 @@ use pulp_auth_proxy::error::StartError;
 use pulp_auth_proxy::health::Readiness;
 use pulp_auth_proxy::listener;
 use pulp_auth_proxy::metrics::Metrics;
-use pulp_auth_proxy::server::{self, Limits};
-use pulp_auth_proxy::service::{Live, State};
+use pulp_auth_proxy::server::{self, Limits, Role};
+use pulp_auth_proxy::state::{Live, State};
 use pulp_auth_proxy::upstream::{self, Upstream};
 use sd_notify::NotifyState;
 use std::path::PathBuf;
@@ -140,7 +140,7 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     let local = socket.local_addr().map_err(StartError::Interfaces)?;
     let socket = socket.into_std().map_err(StartError::Interfaces)?;
     let metrics = Arc::new(Metrics::new());
-    let readiness = Arc::new(Readiness::default());
+    let readiness = Arc::new(Readiness::new(proxy.readiness_cache));
     let cache = config.cache.as_ref().and_then(|c| {
         Cache::open(c, &upstream_config.username, metrics.clone())
             .map_err(|why| {
@@ -193,7 +193,7 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
                     .build()?;
                 rt.block_on(async move {
                     let socket = tokio::net::TcpListener::from_std(socket)?;
-                    server::serve(socket, state, limits, stopped(stop)).await;
+                    server::serve(socket, state, limits, Role::Proxy, stopped(stop)).await;
                     Ok(())
                 })
             })
@@ -212,9 +212,17 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     });
     if let Some(m) = metrics_socket {
         tracing::info!(metrics_listen = ?proxy.metrics_listen.map(|a| a.to_string()), "serving /metrics separately");
-        tokio::spawn(server::serve_metrics(
+        // The same limits, with slots of its own: a full proxy must not
+        // starve the scrape that shows it is full.
+        let limits = Limits {
+            slots: Arc::new(tokio::sync::Semaphore::new(proxy.max_connections as usize)),
+            ..limits.clone()
+        };
+        tokio::spawn(server::serve(
             m,
             states[0].clone(),
+            limits,
+            Role::Metrics,
             stopped(stop_rx.clone()),
         ));
     }
@@ -241,8 +249,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval, from the
-/// runtime that serves requests, so a wedged runtime stops the pings.
+/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval. The
+/// pings come from the control thread's runtime, not from the workers that
+/// serve requests: they show the process and its control thread are alive,
+/// not that requests are being served.
 async fn watchdog() {
     // As libsystemd's sd_watchdog_enabled(): WATCHDOG_USEC set, and
     // WATCHDOG_PID, when present, naming this process.

@@ -206,11 +206,13 @@ impl Metrics {
     }
 
     /// A stored response checked with the upstream.
-    pub fn cache_revalidation(&self, result: &'static str) {
-        self.cache
-            .revalidations
-            .get_or_create(&ResultLabel { result })
-            .inc();
+    pub fn cache_revalidation(&self, outcome: crate::cache::Outcome) {
+        if let Some(result) = outcome.revalidation_label() {
+            self.cache
+                .revalidations
+                .get_or_create(&ResultLabel { result })
+                .inc();
+        }
     }
 
     /// Body bytes sent from the cache.

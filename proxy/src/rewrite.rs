@@ -13,7 +13,7 @@ use crate::policy::Decision;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
-use http::{request, HeaderValue, Request, Uri, Version};
+use http::{request, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::Empty;
 use pulp_auth_config::UpstreamOrigin;
 
@@ -57,13 +57,43 @@ pub fn to_upstream(
         }
         headers.append(name.clone(), value.clone());
     }
-    // Strip (above) before inject (below).
+    // Strip (above) before inject (in `authorized`).
+    authorized(
+        parts.method.clone(),
+        &decision.path_and_query(),
+        headers,
+        upstream,
+        auth,
+    )
+}
+
+/// The readiness probe: an authenticated `GET` of the upstream's status
+/// endpoint, which proves the upstream accepts the credentials.
+pub fn status_probe(
+    upstream: &Upstream,
+    auth: &BasicAuth,
+) -> Result<Request<Empty<Bytes>>, UpstreamError> {
+    authorized(Method::GET, STATUS_PATH, HeaderMap::new(), upstream, auth)
+}
+
+/// Where the upstream's status endpoint is, below its prefix.
+pub const STATUS_PATH: &str = "/pulp/api/v3/status/";
+
+/// The one place the credential is injected: `headers` (already stripped
+/// of anything the client may not send) plus `Host` and the proxy's
+/// `Authorization`, to the upstream's URL for `path_and_query`.
+fn authorized(
+    method: Method,
+    path_and_query: &str,
+    mut headers: HeaderMap,
+    upstream: &Upstream,
+    auth: &BasicAuth,
+) -> Result<Request<Empty<Bytes>>, UpstreamError> {
     headers.insert(header::HOST, upstream.host_header());
     headers.insert(header::AUTHORIZATION, auth.header_value());
-
     let mut req = Request::new(Empty::new());
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = upstream.uri_for(&decision.path_and_query())?;
+    *req.method_mut() = method;
+    *req.uri_mut() = upstream.uri_for(path_and_query)?;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Ok(req)

@@ -1,9 +1,13 @@
 //! The accept loop: a bounded number of connections, each served by hyper's
 //! HTTP/1.1 server with a header-read timeout, and a graceful drain bounded
-//! by a grace period on shutdown.
+//! by a grace period on shutdown. The main listener and the metrics
+//! listener share it.
 
 use crate::conn::{Activity, Deadline, TimedIo};
-use crate::service::{self, State};
+use crate::error::Refusal;
+use crate::metrics::Metrics;
+use crate::state::State;
+use crate::{health, respond, service};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -31,12 +35,23 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight requests finish for up to `limits.shutdown_grace`.
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `proxy.listen`: the proxy itself.
+    Proxy,
+    /// `proxy.metrics_listen`: only `/metrics` and `/healthz`.
+    Metrics,
+}
+
+/// Serves `listener` in `role` until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish for up to
+/// `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     limits: Limits,
+    role: Role,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -59,8 +74,11 @@ pub async fn serve(
         let Some((stream, peer, slot)) = accepted else {
             continue;
         };
-        let allowed = state.client_allowed(peer.ip());
-        let open = state.metrics.connection();
+        // The metrics listener is not for builds: `allowed_clients` is the
+        // proxy's rule, and the metrics address is chosen apart from it.
+        let allowed = role == Role::Metrics || state.client_allowed(peer.ip());
+        // Scrapes are not client connections.
+        let open = (role == Role::Proxy).then(|| state.metrics.connection());
         let metrics = state.metrics.clone();
         let state = state.clone();
         let activity = Activity::default();
@@ -74,11 +92,13 @@ pub async fn serve(
             let state = state.clone();
             let busy = activity.busy();
             async move {
-                let resp = if allowed {
-                    service::handle(state, peer, req, busy).await
-                } else {
-                    let (parts, _) = req.into_parts();
-                    service::refuse(&state.metrics, peer, &parts, crate::error::Refusal::Client)
+                let resp = match role {
+                    Role::Proxy if allowed => service::handle(state, peer, req, busy).await,
+                    Role::Proxy => {
+                        let (parts, _) = req.into_parts();
+                        respond::refused(&state.metrics, peer, &parts, Refusal::Client)
+                    }
+                    Role::Metrics => health::metrics_only(&state, &req.into_parts().0).await,
                 };
                 Ok::<_, std::convert::Infallible>(resp)
             }
@@ -134,20 +154,18 @@ async fn accept(
 /// Requests hyper refuses itself (it answers 400 or 431 and closes) and
 /// deadline closures get an info line saying why; ordinary disconnects are
 /// debug noise.
-fn log_connection_error(
-    metrics: &crate::metrics::Metrics,
-    peer: std::net::SocketAddr,
-    e: &hyper::Error,
-) {
+fn log_connection_error(metrics: &Metrics, peer: std::net::SocketAddr, e: &hyper::Error) {
     let deadline = deadline_of(e);
+    // hyper answers a head it cannot parse itself (431 or 400) before it
+    // closes; a head that is not complete in time gets no answer at all.
     let (rule, status, why) = if e.is_parse_too_large() {
-        ("header-size", 431, "request head larger than proxy.max_header_bytes or more than proxy.max_headers headers")
+        ("header-size", Some(431), "request head larger than proxy.max_header_bytes or more than proxy.max_headers headers")
     } else if e.is_parse() {
-        ("malformed", 400, "malformed request head")
+        ("malformed", Some(400), "malformed request head")
     } else if deadline == Some(Deadline::Header) {
         (
             "header-timeout",
-            408,
+            None,
             "request head not complete within proxy.header_timeout_secs; connection closed",
         )
     } else {
@@ -167,53 +185,4 @@ fn deadline_of(e: &hyper::Error) -> Option<Deadline> {
     crate::error::causes(e)
         .into_iter()
         .find_map(|c| c.downcast_ref::<Deadline>().copied())
-}
-
-/// Serves only `/metrics` (and `/healthz`) on `proxy.metrics_listen`, until
-/// `shutdown` completes.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    state: Arc<State>,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("metrics accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let state = state.clone();
-            async move {
-                let endpoint = match req.uri().path() {
-                    "/metrics" => Some(crate::health::Endpoint::Metrics),
-                    "/healthz" => Some(crate::health::Endpoint::Health),
-                    _ => None,
-                };
-                let resp = match endpoint {
-                    Some(e) => service::local(&state, e).await,
-                    None => crate::health::text(
-                        http::StatusCode::NOT_FOUND,
-                        "only /metrics and /healthz are served here\n".into(),
-                        "text/plain; charset=utf-8",
-                    ),
-                };
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
 }

@@ -42,6 +42,12 @@ pub struct Upstream {
     pub body_timeout: Duration,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({})", self.origin)
+    }
+}
+
 impl Upstream {
     /// Builds the client. Certificates and host names are always verified;
     /// there is no switch to turn that off.
@@ -107,7 +113,10 @@ impl Upstream {
     }
 
     /// Sends one request and waits for the response head, within
-    /// `response_timeout`.
+    /// `response_timeout`. A 401 or 403 means the upstream refused the
+    /// proxy's credentials, for forwarded requests and the readiness probe
+    /// alike; its `WWW-Authenticate` and body stay here, so a client is
+    /// never invited to supply credentials of its own.
     pub async fn send(
         &self,
         req: http::Request<Empty<Bytes>>,
@@ -115,6 +124,14 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout),
             Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(resp))
+                if matches!(
+                    resp.status(),
+                    http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
+                ) =>
+            {
+                Err(UpstreamError::CredentialsRefused(resp.status()))
+            }
             Ok(Ok(resp)) => Ok(resp),
         }
     }

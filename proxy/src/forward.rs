@@ -1,0 +1,116 @@
+//! The forward phase: one request sent to the upstream and its answer
+//! streamed back. [`Exchange`] carries what every way of answering a
+//! forwarded request needs, so the cache's paths and the plain one share
+//! it.
+
+use crate::access::Access;
+use crate::body::{CachedBody, ProxyBody, ResponseBody};
+use crate::cache::entry::Entry;
+use crate::cache::{Fill, Outcome};
+use crate::conn::Busy;
+use crate::error::UpstreamError;
+use crate::state::{Live, State};
+use crate::{respond, rewrite};
+use bytes::Bytes;
+use http::{header, response, Request, Response};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use std::time::Instant;
+
+/// The request as `rewrite` built it for the upstream.
+pub type UpstreamRequest = Result<Request<Empty<Bytes>>, UpstreamError>;
+
+/// One forwarded request on its way.
+pub struct Exchange<'a> {
+    state: &'a State,
+    live: &'a Live,
+    access: Access,
+    busy: Busy,
+}
+
+impl<'a> Exchange<'a> {
+    /// Starts an exchange; `access` is logged when it ends.
+    pub fn new(state: &'a State, live: &'a Live, access: Access, busy: Busy) -> Self {
+        Self {
+            state,
+            live,
+            access,
+            busy,
+        }
+    }
+
+    /// Records what the cache did, for the access line.
+    pub fn note(&mut self, outcome: Outcome) {
+        self.access.cache = Some(outcome);
+    }
+
+    /// Sends the request and streams the answer back.
+    pub async fn forward(mut self, req: UpstreamRequest) -> Response<ProxyBody> {
+        match self.send(req).await {
+            Ok(resp) => self.stream(resp, None),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The upstream's answer to `req`, its head rewritten for the client.
+    pub async fn send(
+        &mut self,
+        req: UpstreamRequest,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let upstream = &self.live.upstream;
+        let sent = Instant::now();
+        let result = match req {
+            Ok(req) => upstream.send(req).await,
+            Err(e) => Err(e),
+        };
+        self.access.upstream = Some(sent.elapsed());
+        let resp = result?;
+        self.state.metrics.upstream_latency(sent.elapsed());
+        let (mut head, body) = resp.into_parts();
+        rewrite::from_upstream(&mut head.headers);
+        if head.status.is_redirection() {
+            let moved = head
+                .headers
+                .get(header::LOCATION)
+                .and_then(|l| rewrite::redirect(l, upstream.origin(), &self.state.public_base));
+            if let Some(location) = moved {
+                head.headers.insert(header::LOCATION, location);
+            }
+        }
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// Streams the upstream's body to the client, and into `fill` when the
+    /// cache stores it.
+    pub fn stream(mut self, resp: Response<Incoming>, fill: Option<Fill>) -> Response<ProxyBody> {
+        self.access.status = resp.status().as_u16();
+        let (head, body) = resp.into_parts();
+        let body = ResponseBody::new(
+            body,
+            self.live.upstream.body_timeout,
+            self.access,
+            self.busy,
+            fill,
+        );
+        Response::from_parts(head, ProxyBody::Upstream(body))
+    }
+
+    /// Answers with `head` and bytes `start..end` of a stored entry.
+    pub fn stored(
+        mut self,
+        head: response::Parts,
+        entry: Entry,
+        start: u64,
+        end: u64,
+    ) -> Response<ProxyBody> {
+        self.access.status = head.status.as_u16();
+        let body = CachedBody::new(entry, start, end, self.access, self.busy);
+        Response::from_parts(head, ProxyBody::Cached(body))
+    }
+
+    /// The upstream failed: the status for the client, the cause for the
+    /// log.
+    pub fn fail(self, cause: UpstreamError) -> Response<ProxyBody> {
+        respond::failed(self.access, &cause)
+    }
+}
