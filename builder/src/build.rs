@@ -4,16 +4,27 @@
 //! output, forwards SIGINT/SIGTERM, and reports the images it made.
 
 use crate::audit::patterns::Matcher;
-use crate::error::BuilderError;
+use crate::error::{BuilderError, Preflight};
 use crate::net::netlink::Netlink;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use nix::sys::signal::Signal;
 use pulp_auth_config::{Config, Distro};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The proxy URL Kayobe is given (the rule the proxy uses for its own
+/// address).
+pub use pulp_auth_config::http_url as proxy_url;
+
+/// How long the proxy's status URL may take to answer.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Which Kayobe image set to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,19 +55,16 @@ pub struct Request {
 pub struct Plan {
     /// The program (`[build] kayobe`).
     pub program: String,
-    /// Its arguments.
+    /// Arguments after the program: the Kayobe subcommand, the `-e`
+    /// overrides pointing it at the proxy, then the regexes.
     pub args: Vec<String>,
     /// The child's whole environment.
     pub env: Vec<(OsString, OsString)>,
     /// Names of caller variables left out of it.
     pub removed: Vec<String>,
-    /// The images' tag.
+    /// The tag the images get (`kolla_tag`): `--tag` or the default.
     pub tag: String,
 }
-
-/// The proxy URL Kayobe is given (the rule the proxy uses for its own
-/// address).
-pub use pulp_auth_config::http_url as proxy_url;
 
 /// `<distro>-<UTC datetime>`, e.g. `rocky-20261126T093000`.
 pub fn default_tag(distro: Distro, now: SystemTime) -> String {
@@ -90,9 +98,7 @@ pub fn plan(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !tag_ok {
-        return Err(BuilderError::Usage(format!(
-            "--tag {tag:?} is not a Docker tag: letters, digits, `_`, `.` and `-`, at most 128, not starting with `.` or `-`"
-        )));
+        return Err(BuilderError::BadTag { tag });
     }
     let mut args = vec![
         match req.target {
@@ -180,19 +186,11 @@ pub async fn preflight(config: &Config, plan: &Plan) -> Result<(), BuilderError>
     let listen = config.proxy()?.listen.socket_addr();
     listen_address_present(config, listen.ip()).await?;
     proxy_answers(listen).await?;
-    let docker_down = |e: String| {
-        BuilderError::Preflight(format!(
-            "the Docker daemon does not answer ({e}); start it, or set DOCKER_HOST"
-        ))
-    };
     let docker = crate::audit::docker().await.map_err(|e| match e {
-        BuilderError::Docker(m) => docker_down(m),
+        BuilderError::Docker(source) => Preflight::DockerDown(source).into(),
         other => other,
     })?;
-    docker
-        .ping()
-        .await
-        .map_err(|e| docker_down(e.to_string()))?;
+    docker.ping().await.map_err(Preflight::DockerDown)?;
     find_program(&plan.program)?;
     Ok(())
 }
@@ -202,48 +200,40 @@ async fn listen_address_present(config: &Config, ip: IpAddr) -> Result<(), Build
         return Ok(());
     }
     let nl = Netlink::connect().map_err(BuilderError::NetlinkSocket)?;
-    let addresses = nl
-        .addresses()
-        .await
-        .map_err(crate::error::BuilderError::Netlink)?;
+    let addresses = nl.addresses().await?;
     if addresses.iter().any(|a| a.net.addr() == ip) {
         return Ok(());
     }
-    let hint = match config.network.as_ref() {
+    let bridge = match config.network.as_ref() {
         Some(net) if net.address.addr() == ip => {
             let status = crate::net::status(net).await?;
-            let why = if status.differences.is_empty() {
-                format!("{} lacks {}", net.bridge, net.address)
+            Some(if status.differences.is_empty() {
+                vec![format!("{} lacks {}", net.bridge, net.address)]
             } else {
-                status.differences.join("; ")
-            };
-            format!("{why}; run `ci-builder net up`")
+                status.differences
+            })
         }
-        _ => "assign it to an interface, or fix proxy.listen".to_string(),
+        _ => None,
     };
-    Err(BuilderError::Preflight(format!(
-        "proxy.listen {ip} is not an address of this host: {hint}"
-    )))
+    Err(Preflight::ListenAddressMissing { ip, bridge }.into())
 }
 
-async fn proxy_answers(listen: SocketAddr) -> Result<(), BuilderError> {
+async fn proxy_answers(listen: SocketAddr) -> Result<(), Preflight> {
     let url = format!("{}/pulp/api/v3/status/", proxy_url(listen));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| BuilderError::Preflight(format!("cannot form the URL {url}")))?;
-    let resp = match tokio::time::timeout(Duration::from_secs(15), client.get(uri)).await {
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(source) => return Err(Preflight::BadUrl { url, source }),
+    };
+    let resp = match tokio::time::timeout(PROXY_TIMEOUT, client.get(uri)).await {
         Err(_) => {
-            return Err(BuilderError::Preflight(format!(
-                "{url} did not answer within 15 s; is pulp-auth-proxy stuck? see `journalctl -u pulp-auth-proxy`"
-            )))
+            return Err(Preflight::ProxyTimeout {
+                url,
+                after: PROXY_TIMEOUT,
+            })
         }
-        Ok(Err(_)) => {
-            return Err(BuilderError::Preflight(format!(
-                "nothing answers at {url}; start pulp-auth-proxy (`systemctl start pulp-auth-proxy`)"
-            )))
-        }
+        Ok(Err(source)) => return Err(Preflight::ProxyDown { url, source }),
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
@@ -258,20 +248,18 @@ async fn proxy_answers(listen: SocketAddr) -> Result<(), BuilderError> {
         .to_string();
     match status.as_u16() {
         200 => Ok(()),
-        502 | 504 => Err(BuilderError::Preflight(format!(
-            "pulp-auth-proxy answers but Pulp did not accept the request ({status}: {reason}); \
-             check the password and `journalctl -u pulp-auth-proxy`"
-        ))),
-        403 => Err(BuilderError::Preflight(format!(
-            "pulp-auth-proxy refused this host ({status}: {reason}); check proxy.allowed_clients and proxy.allowed_paths"
-        ))),
-        _ => Err(BuilderError::Preflight(format!("{url} answered {status}: {reason}"))),
+        502 | 504 => Err(Preflight::UpstreamRefused { status, reason }),
+        403 => Err(Preflight::ProxyRefused { status, reason }),
+        _ => Err(Preflight::ProxyStatus {
+            url,
+            status,
+            reason,
+        }),
     }
 }
 
 /// Resolves `program` like the shell does, or says it is missing.
-pub fn find_program(program: &str) -> Result<PathBuf, BuilderError> {
-    use std::os::unix::fs::PermissionsExt;
+pub fn find_program(program: &str) -> Result<PathBuf, Preflight> {
     let executable = |p: &Path| {
         p.metadata()
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -287,37 +275,39 @@ pub fn find_program(program: &str) -> Result<PathBuf, BuilderError> {
                 .find(|p| executable(p))
         })
     };
-    found.ok_or_else(|| {
-        BuilderError::Preflight(format!(
-            "build.kayobe `{program}` is not an executable program here; install Kayobe or set build.kayobe to its path"
-        ))
+    found.ok_or_else(|| Preflight::KayobeMissing {
+        program: program.to_string(),
     })
 }
 
 /// Runs the plan with stdio inherited, forwarding SIGINT and SIGTERM, and
 /// returns the exit code the builder should use (128+N for a signal).
 pub async fn run(plan: &Plan) -> Result<i32, BuilderError> {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut child = tokio::process::Command::new(&plan.program)
         .args(&plan.args)
         .env_clear()
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .spawn()
-        .map_err(|e| BuilderError::Preflight(format!("cannot start {}: {e}", plan.program)))?;
+        .map_err(|source| BuilderError::Spawn {
+            program: plan.program.clone(),
+            source,
+        })?;
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| BuilderError::Io(e.to_string()))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| BuilderError::Io(e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(BuilderError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(BuilderError::Signals)?;
     let status = loop {
         let forward = tokio::select! {
-            status = child.wait() => break status.map_err(|e| BuilderError::Io(e.to_string()))?,
-            _ = int.recv() => nix::sys::signal::Signal::SIGINT,
-            _ = term.recv() => nix::sys::signal::Signal::SIGTERM,
+            status = child.wait() => break status.map_err(|source| BuilderError::Wait {
+                program: plan.program.clone(),
+                source,
+            })?,
+            _ = int.recv() => Signal::SIGINT,
+            _ = term.recv() => Signal::SIGTERM,
         };
         if let Some(pid) = pid {
             let _ = nix::sys::signal::kill(pid, forward);
         }
     };
-    use std::os::unix::process::ExitStatusExt;
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))

@@ -8,6 +8,7 @@ use ci_builder::error::BuilderError;
 use ci_builder::net::{self, persist};
 use clap::Parser;
 use pulp_auth_config::Config;
+use secrecy::ExposeSecret;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -86,8 +87,12 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
                 Net::Status { json } => {
                     let status = net::status(network).await?;
                     if json {
-                        let text = serde_json::to_string_pretty(&status)
-                            .map_err(|e| BuilderError::Io(e.to_string()))?;
+                        let text = serde_json::to_string_pretty(&status).map_err(|source| {
+                            BuilderError::Json {
+                                what: "the network status".into(),
+                                source,
+                            }
+                        })?;
                         println!("{text}");
                     } else {
                         print!("{}", status.table());
@@ -112,7 +117,6 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
 /// The matcher for the configured credentials; the password itself is
 /// dropped (wiped) as soon as the needles are built.
 fn matcher(config: &Config) -> Result<Arc<audit::patterns::Matcher>, BuilderError> {
-    use secrecy::ExposeSecret;
     let upstream = config.upstream()?;
     let (password, _) =
         pulp_auth_config::credentials::load_password(upstream.password_file.as_deref(), |k| {
@@ -210,8 +214,10 @@ async fn audit_command(
     }
     let reports = audit::audit_images(&docker, &images, &matcher).await?;
     if json {
-        let text =
-            serde_json::to_string_pretty(&reports).map_err(|e| BuilderError::Io(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&reports).map_err(|source| BuilderError::Json {
+            what: "the audit report".into(),
+            source,
+        })?;
         println!("{text}");
     } else {
         print!("{}", audit::table(&reports));

@@ -4,7 +4,7 @@
 //! Enslaving is shown with a veth port, which every kernel offers; dummy
 //! creation is checked to succeed or to report "unsupported" as such.
 
-use ci_builder::net::netlink::{Kind, Netlink};
+use ci_builder::net::netlink::{Kind, LinkKind, Netlink};
 use std::process::Command;
 
 const INSIDE: &str = "CI_BUILDER_TEST_IN_NETNS";
@@ -70,8 +70,10 @@ fn facade_verbs() {
         let links = nl.links().await.unwrap();
         let br = links.iter().find(|l| l.name == "br-t").unwrap().clone();
         let port = links.iter().find(|l| l.name == "port-t").unwrap().clone();
-        assert_eq!(br.kind.as_deref(), Some("bridge"));
-        assert_eq!(port.kind.as_deref(), Some("veth"));
+        assert_eq!(br.kind, Some(LinkKind::Known(Kind::Bridge)));
+        assert!(br.is(Kind::Bridge) && !br.is(Kind::Dummy));
+        assert_eq!(port.kind, Some(LinkKind::Other("veth".into())));
+        assert!(!port.is(Kind::Bridge));
         assert!(!br.up && port.master.is_none());
 
         nl.set_master(port.index, br.index, "port-t").await.unwrap();

@@ -24,7 +24,7 @@ const SMALL_JSON: u64 = 4 << 20;
 /// A finding inside the export, before layer names become digests.
 #[derive(Debug)]
 pub struct RawFinding {
-    /// The form.
+    /// Which form matched, e.g. `base64(user:password)`.
     pub form: &'static str,
     /// Export entry (the layer's name in the archive).
     pub entry: String,
@@ -39,7 +39,7 @@ pub struct RawFinding {
 /// Everything found in one export.
 #[derive(Debug, Default)]
 pub struct ArchiveScan {
-    /// The findings.
+    /// Every match, with layers still named by their export entry.
     pub findings: Vec<RawFinding>,
     /// Things not fully searched, and why.
     pub notes: Vec<String>,
@@ -78,7 +78,9 @@ impl ArchiveScan {
     }
 }
 
-/// Reads the export from `reader`.
+/// Searches an image export (the `docker save` tar) read from `reader`:
+/// every entry, every file of each layer in it (gzipped ones also
+/// decompressed), and the file names themselves.
 pub fn scan_export(matcher: &Matcher, reader: impl Read) -> io::Result<ArchiveScan> {
     let mut out = ArchiveScan::default();
     let mut jsons: HashMap<String, Vec<u8>> = HashMap::new();

@@ -46,7 +46,7 @@ pub enum Location {
     Export {
         /// Its name in the export.
         entry: String,
-        /// Byte offset.
+        /// Byte offset in that file.
         offset: u64,
     },
 }
@@ -79,7 +79,7 @@ impl std::fmt::Display for Location {
 pub struct Finding {
     /// The form (never the bytes).
     pub form: &'static str,
-    /// Where.
+    /// The config field, history entry or layer file that holds it.
     pub location: Location,
 }
 
@@ -88,11 +88,11 @@ pub struct Finding {
 pub struct ImageReport {
     /// The name as given.
     pub image: String,
-    /// The image ID.
+    /// The ID (`sha256:...`) the name resolved to.
     pub id: String,
     /// `clean` or `leaks`.
     pub verdict: &'static str,
-    /// Every finding.
+    /// Every place a form was found; empty when clean.
     pub findings: Vec<Finding>,
     /// What was not fully searched, and why.
     pub notes: Vec<String>,
@@ -103,10 +103,8 @@ pub struct ImageReport {
 /// Connects to the Docker daemon (DOCKER_HOST or the local socket) and
 /// agrees on an API version it speaks.
 pub async fn docker() -> Result<Docker, BuilderError> {
-    let d = Docker::connect_with_defaults().map_err(|e| BuilderError::Docker(e.to_string()))?;
-    d.negotiate_version()
-        .await
-        .map_err(|e| BuilderError::Docker(e.to_string()))
+    let d = Docker::connect_with_defaults().map_err(BuilderError::Docker)?;
+    d.negotiate_version().await.map_err(BuilderError::Docker)
 }
 
 /// Every local image tagged `tag` (any repository).
@@ -114,7 +112,7 @@ pub async fn images_with_tag(docker: &Docker, tag: &str) -> Result<Vec<String>, 
     let images = docker
         .list_images(None::<bollard::query_parameters::ListImagesOptions>)
         .await
-        .map_err(|e| BuilderError::Docker(e.to_string()))?;
+        .map_err(BuilderError::Docker)?;
     let suffix = format!(":{tag}");
     let mut out: Vec<String> = images
         .into_iter()
@@ -136,7 +134,7 @@ pub async fn image_sizes(
         let i = docker
             .inspect_image(image)
             .await
-            .map_err(|e| BuilderError::Docker(e.to_string()))?;
+            .map_err(BuilderError::Docker)?;
         out.push((image.clone(), i.size.unwrap_or(0)));
     }
     Ok(out)
@@ -155,7 +153,8 @@ pub async fn audit_images(
     Ok(reports)
 }
 
-/// Audits one image.
+/// Audits one image: its inspection, its history, and every file of its
+/// export.
 pub async fn audit_image(
     docker: &Docker,
     image: &str,
@@ -164,13 +163,18 @@ pub async fn audit_image(
     let inspect = docker.inspect_image(image).await.map_err(|e| match e {
         bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        } => BuilderError::NoSuchImage(image.to_string()),
-        other => BuilderError::Docker(other.to_string()),
+        } => BuilderError::NoSuchImage {
+            image: image.to_string(),
+        },
+        other => BuilderError::Docker(other),
     })?;
     let id = inspect.id.clone().unwrap_or_default();
     let mut findings = Vec::new();
 
-    let value = serde_json::to_value(&inspect).map_err(|e| BuilderError::Docker(e.to_string()))?;
+    let value = serde_json::to_value(&inspect).map_err(|source| BuilderError::Json {
+        what: format!("the inspection of {image}"),
+        source,
+    })?;
     walk_strings(&value, String::new(), &mut |path, text| {
         for (form, _, _) in matcher.find_all(text.as_bytes()) {
             findings.push(Finding {
@@ -185,7 +189,7 @@ pub async fn audit_image(
     let history = docker
         .image_history(image)
         .await
-        .map_err(|e| BuilderError::Docker(e.to_string()))?;
+        .map_err(BuilderError::Docker)?;
     for (index, item) in history.iter().enumerate() {
         for (field, text) in [("CreatedBy", &item.created_by), ("Comment", &item.comment)] {
             for (form, _, _) in matcher.find_all(text.as_bytes()) {
@@ -224,8 +228,14 @@ pub async fn audit_image(
     drop(tx);
     let scan = scanner
         .await
-        .map_err(|e| BuilderError::Docker(format!("export scan stopped: {e}")))?
-        .map_err(|e| BuilderError::Docker(format!("cannot read the export of {image}: {e}")))?;
+        .map_err(|source| BuilderError::ScanStopped {
+            image: image.to_string(),
+            source,
+        })?
+        .map_err(|source| BuilderError::Export {
+            image: image.to_string(),
+            source,
+        })?;
     for (form, location) in scan.locations(&matcher) {
         findings.push(Finding { form, location });
     }
@@ -305,7 +315,8 @@ impl std::io::Read for ChannelReader {
 /// Findings shown per image in the table.
 const TABLE_ROWS: usize = 40;
 
-/// The human report.
+/// The report `audit` prints without `--json`, at most [`TABLE_ROWS`]
+/// findings per image.
 pub fn table(reports: &[ImageReport]) -> String {
     let mut out = String::new();
     for r in reports {

@@ -12,7 +12,7 @@ pub const MAX_HITS: usize = 64;
 /// One match: which form, where it starts in the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
-    /// The form's name.
+    /// Which form matched, e.g. `base64(user:password)`.
     pub form: &'static str,
     /// Byte offset from the start of the stream.
     pub offset: u64,

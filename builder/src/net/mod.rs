@@ -8,8 +8,11 @@ pub mod persist;
 
 use crate::error::{BuilderError, NetFailures};
 use ipnet::IpNet;
-use netlink::{Address, Kind, Link, Netlink, NetlinkError};
+use netlink::{Address, Kind, Link, LinkKind, Netlink, NetlinkError};
 use pulp_auth_config::Network;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
 
 /// The kernel's view of the links and addresses `[network]` names.
 struct View {
@@ -47,34 +50,113 @@ impl View {
 
 fn net_err(e: NetlinkError) -> BuilderError {
     if e.is_permission() {
-        BuilderError::NotPermitted(e.op)
+        BuilderError::NotPermitted(e)
     } else {
         BuilderError::Netlink(e)
     }
 }
 
+/// Something in the way of `net up`; it changes nothing when it finds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// A link has the bridge's or a port's name but another kind.
+    WrongKind {
+        /// The link's name.
+        name: String,
+        /// What the kernel says it is.
+        found: Option<LinkKind>,
+        /// What `[network]` wants there.
+        wanted: Kind,
+    },
+    /// A port is already enslaved to another bridge.
+    PortOfOther {
+        /// The port.
+        port: String,
+        /// The bridge it belongs to (or `#index`).
+        master: String,
+    },
+    /// `network.address` is already on another interface.
+    AddressElsewhere {
+        /// The address without prefix.
+        ip: IpAddr,
+        /// The interface that has it.
+        on: String,
+    },
+    /// The bridge has `network.address` with another prefix length.
+    PrefixDiffers {
+        /// The bridge.
+        bridge: String,
+        /// The address as the bridge has it.
+        found: IpNet,
+        /// `network.address`.
+        wanted: IpNet,
+    },
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conflict::WrongKind {
+                name,
+                found,
+                wanted,
+            } => {
+                let fix = match wanted {
+                    Kind::Bridge => "set network.bridge to another name",
+                    Kind::Dummy => "change network.ports",
+                };
+                write!(
+                    f,
+                    "a link named {name} exists but is {}, not a {wanted}; remove it or {fix}",
+                    describe_kind(found.as_ref())
+                )
+            }
+            Conflict::PortOfOther { port, master } => {
+                write!(f, "{port} is already a port of {master}")
+            }
+            Conflict::AddressElsewhere { ip, on } => write!(
+                f,
+                "{ip} is already assigned to {on}; remove it there or change network.address"
+            ),
+            Conflict::PrefixDiffers {
+                bridge,
+                found,
+                wanted,
+            } => write!(
+                f,
+                "{bridge} has {found} but network.address is {wanted}; remove the old address first"
+            ),
+        }
+    }
+}
+
 /// Every reason `up` must not touch anything, found before any change.
-fn conflicts(net: &Network, view: &View) -> Vec<String> {
+fn conflicts(net: &Network, view: &View) -> Vec<Conflict> {
     let mut out = Vec::new();
     let bridge = net.bridge.as_str();
     if let Some(link) = view.link(bridge) {
-        if link.kind.as_deref() != Some("bridge") {
-            out.push(format!(
-                "a link named {bridge} exists but is {}, not a bridge; remove it or set network.bridge to another name",
-                describe_kind(link)
-            ));
+        if !link.is(Kind::Bridge) {
+            out.push(Conflict::WrongKind {
+                name: bridge.to_string(),
+                found: link.kind.clone(),
+                wanted: Kind::Bridge,
+            });
         }
     }
     for port in &net.ports {
         if let Some(link) = view.link(port.as_str()) {
-            if link.kind.as_deref() != Some("dummy") {
-                out.push(format!(
-                    "a link named {port} exists but is {}, not a dummy; remove it or change network.ports",
-                    describe_kind(link)
-                ));
+            if !link.is(Kind::Dummy) {
+                out.push(Conflict::WrongKind {
+                    name: port.to_string(),
+                    found: link.kind.clone(),
+                    wanted: Kind::Dummy,
+                });
             } else if let Some(m) = link.master {
                 if view.link(bridge).map(|b| b.index) != Some(m) {
-                    out.push(format!("{port} is already a port of {}", view.name_of(m)));
+                    out.push(Conflict::PortOfOther {
+                        port: port.to_string(),
+                        master: view.name_of(m),
+                    });
                 }
             }
         }
@@ -83,21 +165,20 @@ fn conflicts(net: &Network, view: &View) -> Vec<String> {
     for a in &view.addresses {
         let on = view.name_of(a.index);
         if a.net.addr() == ip && on != bridge {
-            out.push(format!(
-                "{ip} is already assigned to {on}; remove it there or change network.address"
-            ));
+            out.push(Conflict::AddressElsewhere { ip, on });
         } else if a.net.addr() == ip && a.net.prefix_len() != net.address.prefix_len() {
-            out.push(format!(
-                "{bridge} has {} but network.address is {}; remove the old address first",
-                a.net, net.address
-            ));
+            out.push(Conflict::PrefixDiffers {
+                bridge: bridge.to_string(),
+                found: a.net,
+                wanted: net.address,
+            });
         }
     }
     out
 }
 
-fn describe_kind(link: &Link) -> String {
-    match &link.kind {
+fn describe_kind(kind: Option<&LinkKind>) -> String {
+    match kind {
         Some(k) => format!("a {k}"),
         None => "a device without a link kind".to_string(),
     }
@@ -112,7 +193,9 @@ pub struct UpReport {
     pub warnings: Vec<String>,
 }
 
-/// `net up`.
+/// `net up`: looks for conflicts first and changes nothing if it finds
+/// one; otherwise creates what is missing and, if a step fails, removes
+/// what this run created.
 pub async fn up(net: &Network) -> Result<UpReport, BuilderError> {
     let nl = Netlink::connect().map_err(BuilderError::NetlinkSocket)?;
     let view = View::read(&nl).await?;
@@ -211,7 +294,42 @@ async fn find(nl: &Netlink, name: &str) -> Result<Link, BuilderError> {
         .map_err(net_err)?
         .into_iter()
         .find(|l| l.name == name)
-        .ok_or_else(|| BuilderError::Vanished(name.to_string()))
+        .ok_or_else(|| BuilderError::Vanished {
+            link: name.to_string(),
+        })
+}
+
+/// Why `net down` could not remove a link.
+#[derive(Debug)]
+pub enum DownFailure {
+    /// The link has the configured name but not the kind `up` makes.
+    NotOurs {
+        /// The link's name.
+        name: String,
+        /// What the kernel says it is.
+        found: Option<LinkKind>,
+        /// What `up` would have made.
+        wanted: Kind,
+    },
+    /// The kernel refused to delete it.
+    Netlink(NetlinkError),
+}
+
+impl fmt::Display for DownFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownFailure::NotOurs {
+                name,
+                found,
+                wanted,
+            } => write!(
+                f,
+                "{name} is {}, not a {wanted}; left alone (ci-builder net up did not make it)",
+                describe_kind(found.as_ref())
+            ),
+            DownFailure::Netlink(e) => e.fmt(f),
+        }
+    }
 }
 
 /// `net down`: deletes the ports (dummies only) and the bridge (bridges
@@ -224,23 +342,24 @@ pub async fn down(net: &Network) -> Result<Vec<String>, BuilderError> {
     let targets = net
         .ports
         .iter()
-        .map(|p| (p.as_str(), "dummy"))
-        .chain(std::iter::once((net.bridge.as_str(), "bridge")));
+        .map(|p| (p.as_str(), Kind::Dummy))
+        .chain(std::iter::once((net.bridge.as_str(), Kind::Bridge)));
     for (name, kind) in targets {
         let Some(link) = view.link(name) else {
             continue;
         };
-        if link.kind.as_deref() != Some(kind) {
-            failures.push(format!(
-                "{name} is {}, not a {kind}; left alone (ci-builder net up did not make it)",
-                describe_kind(link)
-            ));
+        if !link.is(kind) {
+            failures.push(DownFailure::NotOurs {
+                name: name.to_string(),
+                found: link.kind.clone(),
+                wanted: kind,
+            });
             continue;
         }
         match nl.delete(link.index, name).await {
             Ok(()) => done.push(format!("deleted {kind} {name}")),
-            Err(e) if e.is_permission() => return Err(BuilderError::NotPermitted(e.op)),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) if e.is_permission() => return Err(BuilderError::NotPermitted(e)),
+            Err(e) => failures.push(DownFailure::Netlink(e)),
         }
     }
     if failures.is_empty() {
@@ -255,19 +374,21 @@ pub async fn down(net: &Network) -> Result<Vec<String>, BuilderError> {
 pub struct LinkStatus {
     /// Interface name.
     pub name: String,
-    /// What the config wants it to be.
+    /// What the config wants it to be: `bridge` or `port`.
     pub role: &'static str,
-    /// Kind as the kernel reports it; `None` when missing.
+    /// Kind as the kernel names it (`bridge`, `dummy`, `veth`, ...);
+    /// `None` when missing or without a link kind.
     pub kind: Option<String>,
     /// `up`, `down` or `missing`.
     pub state: &'static str,
     /// The bridge it is enslaved to.
     pub master: Option<String>,
-    /// Its addresses.
+    /// Its addresses with prefix length, e.g. `192.168.33.3/24`.
     pub addresses: Vec<String>,
 }
 
-/// `net status`.
+/// What `net status` found: one row per configured link, and whether
+/// (and how) the host differs from `[network]`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     /// The configured links.
@@ -293,10 +414,10 @@ pub async fn status(net: &Network) -> Result<Status, BuilderError> {
     match bridge {
         None => differences.push(format!("{bridge_name} is missing")),
         Some(b) => {
-            if b.kind.as_deref() != Some("bridge") {
+            if !b.is(Kind::Bridge) {
                 differences.push(format!(
                     "{bridge_name} is {}, not a bridge",
-                    describe_kind(b)
+                    describe_kind(b.kind.as_ref())
                 ));
             }
             if !b.up {
@@ -307,7 +428,7 @@ pub async fn status(net: &Network) -> Result<Status, BuilderError> {
             }
         }
     }
-    let dummy_supported = std::path::Path::new("/sys/module/dummy").exists();
+    let dummy_supported = Path::new("/sys/module/dummy").exists();
     for port in &net.ports {
         let name = port.as_str();
         let link = view.link(name);
@@ -318,8 +439,11 @@ pub async fn status(net: &Network) -> Result<Status, BuilderError> {
             )),
             None => differences.push(format!("{name} is missing")),
             Some(l) => {
-                if l.kind.as_deref() != Some("dummy") {
-                    differences.push(format!("{name} is {}, not a dummy", describe_kind(l)));
+                if !l.is(Kind::Dummy) {
+                    differences.push(format!(
+                        "{name} is {}, not a dummy",
+                        describe_kind(l.kind.as_ref())
+                    ));
                 }
                 if bridge.is_none() || l.master != bridge.map(|b| b.index) {
                     differences.push(format!("{name} is not a port of {bridge_name}"));
@@ -342,7 +466,7 @@ fn row(view: &View, name: &str, role: &'static str, link: Option<&Link>) -> Link
     LinkStatus {
         name: name.to_string(),
         role,
-        kind: link.and_then(|l| l.kind.clone()),
+        kind: link.and_then(|l| l.kind.as_ref()).map(|k| k.to_string()),
         state: match link {
             None => "missing",
             Some(l) if l.up => "up",
@@ -361,7 +485,7 @@ fn row(view: &View, name: &str, role: &'static str, link: Option<&Link>) -> Link
 }
 
 impl Status {
-    /// The human table.
+    /// The table `net status` prints without `--json`.
     pub fn table(&self) -> String {
         let mut out = format!(
             "{:<16} {:<7} {:<8} {:<8} {:<12} ADDRESSES\n",
@@ -393,5 +517,104 @@ impl Status {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulp_auth_config::InterfaceName;
+
+    fn network() -> Network {
+        Network {
+            bridge: InterfaceName::parse("breth1").unwrap(),
+            address: "192.168.33.3/24".parse().unwrap(),
+            ports: vec![InterfaceName::parse("dummy1").unwrap()],
+        }
+    }
+
+    fn link(index: u32, name: &str, kind: Option<LinkKind>, master: Option<u32>) -> Link {
+        Link {
+            index,
+            name: name.to_string(),
+            kind,
+            up: true,
+            master,
+        }
+    }
+
+    fn address(index: u32, net: &str) -> Address {
+        Address {
+            index,
+            net: net.parse().unwrap(),
+        }
+    }
+
+    fn lines(found: &[Conflict]) -> Vec<String> {
+        found.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn the_configured_links_are_no_conflict() {
+        let view = View {
+            links: vec![
+                link(2, "breth1", Some(LinkKind::Known(Kind::Bridge)), None),
+                link(3, "dummy1", Some(LinkKind::Known(Kind::Dummy)), Some(2)),
+            ],
+            addresses: vec![address(2, "192.168.33.3/24")],
+        };
+        assert_eq!(conflicts(&network(), &view), vec![]);
+    }
+
+    #[test]
+    fn links_of_the_wrong_kind_are_named_with_their_kind() {
+        let view = View {
+            links: vec![
+                link(2, "breth1", Some(LinkKind::Other("veth".into())), None),
+                link(3, "dummy1", None, None),
+            ],
+            addresses: vec![],
+        };
+        assert_eq!(
+            lines(&conflicts(&network(), &view)),
+            [
+                "a link named breth1 exists but is a veth, not a bridge; remove it or set network.bridge to another name",
+                "a link named dummy1 exists but is a device without a link kind, not a dummy; remove it or change network.ports",
+            ]
+        );
+    }
+
+    #[test]
+    fn ports_and_addresses_taken_elsewhere_are_conflicts() {
+        let view = View {
+            links: vec![
+                link(2, "breth1", Some(LinkKind::Known(Kind::Bridge)), None),
+                link(3, "dummy1", Some(LinkKind::Known(Kind::Dummy)), Some(4)),
+                link(4, "br-other", Some(LinkKind::Known(Kind::Bridge)), None),
+                link(5, "other0", Some(LinkKind::Other("veth".into())), None),
+            ],
+            addresses: vec![address(5, "192.168.33.3/24"), address(2, "192.168.33.3/16")],
+        };
+        assert_eq!(
+            lines(&conflicts(&network(), &view)),
+            [
+                "dummy1 is already a port of br-other",
+                "192.168.33.3 is already assigned to other0; remove it there or change network.address",
+                "breth1 has 192.168.33.3/16 but network.address is 192.168.33.3/24; remove the old address first",
+            ]
+        );
+    }
+
+    #[test]
+    fn down_says_why_it_left_a_link_alone() {
+        let failure = DownFailure::NotOurs {
+            name: "breth1".into(),
+            found: Some(LinkKind::Other("veth".into())),
+            wanted: Kind::Bridge,
+        };
+        assert_eq!(
+            failure.to_string(),
+            "breth1 is a veth, not a bridge; left alone (ci-builder net up did not make it)"
+        );
     }
 }

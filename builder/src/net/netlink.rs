@@ -10,19 +10,25 @@ use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkMessageBuilder, LinkUnspec};
 use std::io;
 
 /// One network interface as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     /// Interface index.
     pub index: u32,
-    /// Name.
+    /// Interface name, e.g. `breth1`.
     pub name: String,
-    /// `bridge`, `dummy`, `veth`, ...; `None` for kinds without link info
-    /// (loopback, physical devices).
-    pub kind: Option<String>,
+    /// `None` for devices without link info (loopback, physical devices).
+    pub kind: Option<LinkKind>,
     /// Administratively up.
     pub up: bool,
     /// Index of the bridge it is enslaved to.
     pub master: Option<u32>,
+}
+
+impl Link {
+    /// Whether the kernel reports this link as `kind`.
+    pub fn is(&self, kind: Kind) -> bool {
+        self.kind == Some(LinkKind::Known(kind))
+    }
 }
 
 /// One address on an interface.
@@ -49,6 +55,48 @@ impl Kind {
         match self {
             Kind::Bridge => "bridge",
             Kind::Dummy => "dummy",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link's kind as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    /// One of the kinds `net up` creates.
+    Known(Kind),
+    /// Any other kind, by the kernel's name (`veth`, `vlan`, ...).
+    Other(String),
+}
+
+impl LinkKind {
+    /// The kernel's name for the kind.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LinkKind::Known(k) => k.as_str(),
+            LinkKind::Other(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&InfoKind> for LinkKind {
+    fn from(kind: &InfoKind) -> Self {
+        match kind {
+            InfoKind::Bridge => LinkKind::Known(Kind::Bridge),
+            InfoKind::Dummy => LinkKind::Known(Kind::Dummy),
+            InfoKind::Other(name) => LinkKind::Other(name.clone()),
+            other => LinkKind::Other(other.to_string()),
         }
     }
 }
@@ -102,7 +150,7 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    /// Every link.
+    /// Every link in this network namespace.
     pub async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         let mut stream = self.handle.link().get().execute();
         let mut out = Vec::new();
@@ -144,7 +192,7 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(|e| NetlinkError::new(format!("create {} {name}", kind.as_str()), e))
+            .map_err(|e| NetlinkError::new(format!("create {kind} {name}"), e))
     }
 
     /// Enslaves link `index` to bridge `master`.
@@ -215,10 +263,7 @@ fn to_link(msg: &LinkMessage) -> Link {
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     if let LinkInfo::Kind(kind) = info {
-                        link.kind = Some(match kind {
-                            InfoKind::Other(s) => s.clone(),
-                            k => k.to_string(),
-                        });
+                        link.kind = Some(LinkKind::from(kind));
                     }
                 }
             }

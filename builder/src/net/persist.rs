@@ -51,12 +51,8 @@ pub enum Outcome {
 /// Writes the files into `dir`. Files with other content are refused unless
 /// `force`.
 pub fn write(net: &Network, dir: &Path, force: bool) -> Result<Vec<Outcome>, BuilderError> {
-    let io = |path: &Path, e: std::io::Error| BuilderError::Io(format!("{}: {e}", path.display()));
     if !dir.is_dir() {
-        return Err(BuilderError::Io(format!(
-            "{} is not a directory; create it (e.g. /etc/systemd/network) or pass another --dir",
-            dir.display()
-        )));
+        return Err(BuilderError::NotADirectory(dir.to_path_buf()));
     }
     let planned: Vec<_> = files(net)
         .into_iter()
@@ -65,12 +61,10 @@ pub fn write(net: &Network, dir: &Path, force: bool) -> Result<Vec<Outcome>, Bui
     let mut clashes = Vec::new();
     for (path, content) in &planned {
         match std::fs::read_to_string(path) {
-            Ok(existing) if existing != *content && !force => {
-                clashes.push(path.display().to_string())
-            }
+            Ok(existing) if existing != *content && !force => clashes.push(path.clone()),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(path, e)),
+            Err(e) => return Err(io("read", path)(e)),
         }
     }
     if !clashes.is_empty() {
@@ -84,8 +78,8 @@ pub fn write(net: &Network, dir: &Path, force: bool) -> Result<Vec<Outcome>, Bui
             continue;
         }
         let tmp = path.with_extension("tmp-ci-builder");
-        std::fs::write(&tmp, &content).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        std::fs::write(&tmp, &content).map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("rename a temporary file to", &path))?;
         out.push(if existing.is_some() {
             Outcome::Replaced(path)
         } else {
@@ -93,4 +87,16 @@ pub fn write(net: &Network, dir: &Path, force: bool) -> Result<Vec<Outcome>, Bui
         });
     }
     Ok(out)
+}
+
+/// The error for a failed `action` on `path`, for `map_err`.
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> BuilderError + 'a {
+    move |source| BuilderError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
