@@ -435,6 +435,7 @@ impl Cache {
                     }
                 }
             };
+            tracing::debug!(target: "cache", entry = %name, "waiting for another request's fetch");
             drop(wait.lock().await);
             waited = true;
         }

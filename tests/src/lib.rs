@@ -1,7 +1,7 @@
 //! Test support for the end-to-end suite: a certificate authority made per
 //! run, a recording HTTPS upstream that checks the exact Basic header, the
 //! real `pulp-auth-proxy` binary run as a child, a plain HTTP client, and a
-//! leak scanner that every test ends with.
+//! leak scanner that runs when a test's proxy goes away.
 
 pub mod apt;
 pub mod client;
@@ -28,6 +28,33 @@ pub fn basic_header() -> String {
     )
 }
 
+/// `PATH` for the children tests start: fixed, since tests never read the
+/// process environment.
+pub fn host_path() -> &'static str {
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+/// Polls `check` every 20 ms until it yields a value, failing the test
+/// with `what` after `within`; never blocks the runtime, which may be
+/// serving the test's upstream.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    within: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Where cargo put the workspace's binaries, next to this test executable.
 pub fn bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -50,33 +77,34 @@ pub struct Setup {
     pub scratch: proxy::Scratch,
     /// The running proxy.
     pub proxy: proxy::Proxy,
-    /// Every response body a test wants leak-checked.
+    /// Every response a test wants leak-checked; scanned on drop.
     pub seen: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Setup {
     /// The default: upstream with TLS 1.2 and 1.3, proxy with defaults.
     pub async fn start() -> Setup {
-        Self::start_with(upstream::Versions::Both, "", |c| c).await
+        Self::start_with(upstream::Versions::Both, "", |_| {}).await
     }
 
     /// With `prefix` appended to the upstream URL and `edit` applied to the
-    /// config text.
+    /// config.
     pub async fn start_with(
         versions: upstream::Versions,
         prefix: &str,
-        edit: impl FnOnce(String) -> String,
+        edit: impl FnOnce(&mut proxy::ConfigFile),
     ) -> Setup {
         let ca = pki::TestCa::new();
         let upstream = upstream::Upstream::start(ca.leaf(), versions).await;
         let scratch = proxy::Scratch::new();
         ca.write_pem(&scratch.path("ca.pem"));
-        let text = proxy::config(
+        let mut config = proxy::config(
             &format!("{}{prefix}", upstream.url()),
             &scratch.path("ca.pem"),
             &scratch.path("pw"),
         );
-        let config = scratch.write_config(&edit(text));
+        edit(&mut config);
+        let config = scratch.write_config(&config);
         let proxy = tokio::task::spawn_blocking(move || proxy::Proxy::start(&config, &[]))
             .await
             .unwrap();
@@ -88,6 +116,12 @@ impl Setup {
         }
     }
 
+    /// The config the proxy was started with.
+    pub fn config(&self) -> proxy::ConfigFile {
+        let text = std::fs::read_to_string(self.scratch.path("config.toml")).unwrap();
+        proxy::ConfigFile(text.parse().unwrap())
+    }
+
     /// Remembers a response for the final leak check.
     pub fn saw(&self, got: &client::Got) {
         let mut seen = self.seen.lock().unwrap();
@@ -95,30 +129,69 @@ impl Setup {
         seen.extend_from_slice(&got.body);
     }
 
-    /// The end of every test: no credential in any response or log line.
+    /// Checks now what the drop checks anyway: no credential in any
+    /// response or log line so far.
     pub fn assert_no_leaks(&self) {
         leak::assert_clean("a response", &self.seen.lock().unwrap());
         leak::assert_clean("the proxy's log", self.proxy.log_text().as_bytes());
     }
 }
 
-/// A config edit that adds `keys` (TOML lines) to the `[proxy]` section.
-pub fn proxy_keys(keys: &str) -> impl FnOnce(String) -> String + '_ {
-    move |c| c.replacen("[proxy]\n", &format!("[proxy]\n{keys}\n"), 1)
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // The proxy's own drop scans its log.
+        if !std::thread::panicking() {
+            leak::assert_clean("a response", &self.seen.lock().unwrap());
+        }
+    }
 }
 
-/// A config edit that adds `keys` (TOML lines) to the `[upstream]` section.
-pub fn upstream_keys(keys: &str) -> impl FnOnce(String) -> String + '_ {
-    move |c| c.replacen("[upstream]\n", &format!("[upstream]\n{keys}\n"), 1)
+/// A config edit that sets `keys` (TOML lines) in the `[proxy]` section.
+pub fn proxy_keys(keys: &str) -> impl FnOnce(&mut proxy::ConfigFile) + '_ {
+    move |c| {
+        c.keys("proxy", keys);
+    }
+}
+
+/// A config edit that sets `keys` (TOML lines) in the `[upstream]` section.
+pub fn upstream_keys(keys: &str) -> impl FnOnce(&mut proxy::ConfigFile) + '_ {
+    move |c| {
+        c.keys("upstream", keys);
+    }
 }
 
 /// A config edit that turns the cache on in `dir`, bounded by `max_size`.
-pub fn cache_section(dir: &std::path::Path, max_size: &str) -> impl FnOnce(String) -> String {
-    let section = format!(
-        "\n[cache]\ndir = \"{}\"\nmax_size = \"{max_size}\"\n",
-        dir.display()
+pub fn cache_section(dir: &std::path::Path, max_size: &str) -> impl FnOnce(&mut proxy::ConfigFile) {
+    let dir = dir.to_str().expect("a UTF-8 path").to_string();
+    let max_size = max_size.to_string();
+    move |c| {
+        c.set("cache", "dir", dir)
+            .set("cache", "max_size", max_size);
+    }
+}
+
+/// How many connections wait in the kernel's accept queue of the TCP
+/// listener on `addr` (IPv4), from `/proc/net/tcp`.
+pub fn accept_queue(addr: std::net::SocketAddr) -> usize {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        panic!("accept_queue reads IPv4 listeners only")
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(ip.octets()),
+        addr.port()
     );
-    move |c| c + &section
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        // Fields: sl, local, remote, state (0A = LISTEN), tx_queue:rx_queue;
+        // for a listener rx_queue is the accept queue's length.
+        .find(|f| f.len() > 4 && f[1] == local && f[3] == "0A")
+        .and_then(|f| f[4].split(':').nth(1).map(str::to_string))
+        .and_then(|rx| usize::from_str_radix(&rx, 16).ok())
+        .unwrap_or_else(|| panic!("no listener on {addr} in /proc/net/tcp"))
 }
 
 /// The value of one series (`name{labels}` exactly) in a Prometheus text

@@ -52,6 +52,14 @@ pub enum Content {
         /// Pause between pieces.
         delay: Duration,
     },
+    /// `len` bytes of [`pattern`]: the first 64 KiB at once, the rest once
+    /// the test sends `true` on the gate's channel.
+    Gated {
+        /// Total length.
+        len: u64,
+        /// Opens the gate.
+        gate: tokio::sync::watch::Receiver<bool>,
+    },
     /// A response with this status and `Location`.
     Redirect(StatusCode, String),
     /// Waits this long before the response head.
@@ -393,6 +401,13 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 send_pattern(&tx, 0, len, delay, len.div_ceil(chunks.max(1)) as usize).await;
             })
         }
+        Content::Gated { len, mut gate } => streamed(builder, len, head, move |tx| async move {
+            let first = len.min(64 * 1024);
+            send_pattern(&tx, 0, first, Duration::ZERO, 64 * 1024).await;
+            if gate.wait_for(|open| *open).await.is_ok() {
+                send_pattern(&tx, first, len, Duration::ZERO, 64 * 1024).await;
+            }
+        }),
         Content::Stall { len, sent } => streamed(builder, len, head, move |tx| async move {
             send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;
             tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -307,7 +307,7 @@ fn preflight_without_a_proxy() {
 
 #[tokio::test]
 async fn preflight_with_the_upstream_refusing_credentials() {
-    let s = Setup::start_with(Versions::Both, "", |c| c).await;
+    let s = Setup::start_with(Versions::Both, "", |_| {}).await;
     s.upstream.refuse_credentials(true);
     let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
     let out_dir = tempfile::tempdir().unwrap();
@@ -349,11 +349,10 @@ async fn preflight_docker_and_kayobe_missing() {
         text(&o)
     );
 
-    let text_cfg = std::fs::read_to_string(&cfg).unwrap();
-    let cfg = s.scratch.write_config(&text_cfg.replace(
-        s.scratch.dir.path().join("kayobe").to_str().unwrap(),
-        "/nonexistent/kayobe",
-    ));
+    let mut edited =
+        e2e::proxy::ConfigFile(std::fs::read_to_string(&cfg).unwrap().parse().unwrap());
+    edited.set("build", "kayobe", "/nonexistent/kayobe");
+    let cfg = s.scratch.write_config(&edited);
     let o = tokio::task::spawn_blocking({
         let dir = out_dir.path().to_path_buf();
         move || builder(&cfg, &["build", "seed"], &[], &dir)

@@ -285,19 +285,20 @@ async fn concurrent_misses_make_one_upstream_request() {
     let deb = "/pulp/content/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
     let index = "/pulp/content/debian/dists/bookworm/main/binary-amd64/Packages.xz";
     let len = 512 * 1024;
-    for path in [deb, index] {
-        s.upstream.put(
-            path,
-            Content::Slow {
-                len,
-                chunks: 8,
-                delay: Duration::from_millis(50),
-            },
-        );
+    for (round, path) in [deb, index].into_iter().enumerate() {
+        // The upstream holds the body until all eight clients are in.
+        let (open, gate) = tokio::sync::watch::channel(false);
+        s.upstream.put(path, Content::Gated { len, gate });
         let addr = s.proxy.addr;
         let clients: Vec<_> = (0..8)
             .map(|_| tokio::spawn(async move { get_hashed(addr, path).await }))
             .collect();
+        let waiting = 7 * (round + 1);
+        s.proxy
+            .wait_for_log_count("waiting for another request's fetch", waiting)
+            .await;
+        assert_eq!(s.upstream.count(path), 1);
+        open.send(true).unwrap();
         for c in clients {
             let (status, n, sum) = c.await.unwrap().unwrap();
             assert_eq!((status.as_u16(), n), (200, len));

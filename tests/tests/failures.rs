@@ -2,20 +2,15 @@
 //! the cause; never a hang, never a truncated body that looks complete.
 
 use e2e::client::{get, get_hashed};
+use e2e::proxy::ConfigFile;
 use e2e::upstream::{Content, Versions};
 use e2e::{upstream_keys, Setup};
 use http::StatusCode;
 use std::time::{Duration, Instant};
 
-/// The config with `upstream.url` pointing at `127.0.0.1:port`.
-fn upstream_at(config: &str, port: u16) -> String {
-    let at = config.find("url = ").unwrap();
-    let end = config[at..].find('\n').unwrap() + at;
-    format!(
-        "{}url = \"https://127.0.0.1:{port}\"{}",
-        &config[..at],
-        &config[end..]
-    )
+/// Points `upstream.url` at `127.0.0.1:port`.
+fn upstream_at(config: &mut ConfigFile, port: u16) {
+    config.set("upstream", "url", format!("https://127.0.0.1:{port}"));
 }
 
 fn log_has(s: &Setup, needles: &[&str]) {
@@ -54,7 +49,7 @@ async fn connection_refused_is_502_fast() {
         .local_addr()
         .unwrap()
         .port();
-    let s = Setup::start_with(Versions::Both, "", |c| upstream_at(&c, port)).await;
+    let s = Setup::start_with(Versions::Both, "", |c| upstream_at(c, port)).await;
     let started = Instant::now();
     let got = get(s.proxy.addr, "/pulp/content/a").await;
     assert_eq!(got.status, 502);
@@ -79,8 +74,8 @@ async fn silent_upstream_is_a_connect_timeout() {
         }
     });
     let s = Setup::start_with(Versions::Both, "", |c| {
-        let c = c.replace("[upstream]\n", "[upstream]\nconnect_timeout_secs = 1\n");
-        upstream_at(&c, port)
+        c.set("upstream", "connect_timeout_secs", 1);
+        upstream_at(c, port)
     })
     .await;
     let got = get(s.proxy.addr, "/pulp/content/a").await;
@@ -147,7 +142,7 @@ async fn upstream_dying_mid_body_truncates_visibly() {
 
 #[tokio::test]
 async fn redirects_into_the_upstream_are_rewritten() {
-    let s = Setup::start_with(Versions::Both, "/prefix", |c| c).await;
+    let s = Setup::start_with(Versions::Both, "/prefix", |_| {}).await;
     let up = s.upstream.url();
     s.upstream.put(
         "/prefix/pulp/content/moved",

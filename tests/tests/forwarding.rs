@@ -114,7 +114,7 @@ async fn query_and_percent_encoded_names_are_preserved() {
 #[tokio::test]
 async fn upstream_path_prefix_is_prepended() {
     for prefix in ["/mirror", "/mirror/"] {
-        let s = Setup::start_with(Versions::Both, prefix, |c| c).await;
+        let s = Setup::start_with(Versions::Both, prefix, |_| {}).await;
         s.upstream
             .put("/mirror/pulp/content/a", Content::Bytes("a".into()));
         let got = get(s.proxy.addr, "/pulp/content/a?q").await;
@@ -171,13 +171,32 @@ async fn access_log_has_one_line_per_request() {
     s.upstream
         .put("/pulp/content/a", Content::Bytes("abcd".into()));
     get(s.proxy.addr, "/pulp/content/a").await;
+    get(s.proxy.addr, "/pulp/content/a").await;
     get(s.proxy.addr, "/pulp/api/v3/users/").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = s.proxy.log_text();
-    let ok = log
-        .lines()
-        .find(|l| l.contains("request") && l.contains("path=/pulp/content/a"))
-        .unwrap_or_else(|| panic!("no access line:\n{log}"));
+    // The line for a forwarded request is written when its body is done.
+    let log = e2e::wait_for(Duration::from_secs(10), "three access lines", || async {
+        let log = s.proxy.log_text();
+        (access_lines(&log).count() >= 3).then_some(log)
+    })
+    .await;
+    let lines: Vec<&str> = access_lines(&log).collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "one line per request:\n{}",
+        lines.join("\n")
+    );
+    let ok: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains(" request ") || l.ends_with(" request"))
+        .collect();
+    assert_eq!(ok.len(), 2, "{log}");
+    assert!(
+        ok.iter().all(|l| l.contains("path=/pulp/content/a")),
+        "{log}"
+    );
+    let ok = ok[0];
     for field in [
         "method=GET",
         "status=200",
@@ -188,12 +207,19 @@ async fn access_log_has_one_line_per_request() {
     ] {
         assert!(ok.contains(field), "{field} missing: {ok}");
     }
-    assert!(
-        log.lines()
-            .any(|l| l.contains("refused") && l.contains("status=403")),
-        "{log}"
-    );
+    let refused: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{log}");
+    assert!(refused[0].contains("status=403"), "{log}");
     s.assert_no_leaks();
+}
+
+/// The access-log lines of a text log.
+fn access_lines(log: &str) -> impl Iterator<Item = &str> {
+    log.lines().filter(|l| l.contains(" access: "))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -210,7 +236,13 @@ async fn sigterm_lets_in_flight_transfers_finish() {
     );
     let addr = s.proxy.addr;
     let transfer = tokio::spawn(async move { get_hashed(addr, "/pulp/content/slow").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight once the upstream has the request.
+    e2e::wait_for(
+        Duration::from_secs(10),
+        "the slow request upstream",
+        || async { (s.upstream.count("/pulp/content/slow") == 1).then_some(()) },
+    )
+    .await;
     s.proxy.signal("TERM");
     let (status, n, digest) = transfer.await.unwrap().unwrap();
     assert_eq!((status.as_u16(), n), (200, len));

@@ -5,16 +5,16 @@ use e2e::client::{get, raw};
 use e2e::pki::TestCa;
 use e2e::proxy::{config, Proxy, Scratch};
 use e2e::upstream::Content;
-use e2e::{first_status, leak, proxy_keys, Setup};
+use e2e::{first_status, leak, metric, proxy_keys, Setup};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn start_fails(edit: &str, needles: &[&str]) {
     let s = Scratch::new();
     TestCa::new().write_pem(&s.path("ca.pem"));
-    let text = config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"))
-        .replace("listen = \"127.0.0.1:0\"\n", "");
-    let cfg = s.write_config(&text.replace("[proxy]\n", &format!("[proxy]\n{edit}\n")));
+    let mut text = config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"));
+    text.keys("proxy", edit);
+    let cfg = s.write_config(&text);
     let (status, log) = Proxy::run(&cfg, &[]);
     assert_eq!(status.code(), Some(78), "{log}");
     for n in needles {
@@ -29,8 +29,9 @@ fn interface_must_hold_the_listen_address() {
     let edit = "interface = \"lo\"";
     let s = Scratch::new();
     TestCa::new().write_pem(&s.path("ca.pem"));
-    let text = config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"));
-    let good = s.write_config(&text.replace("[proxy]\n", &format!("[proxy]\n{edit}\n")));
+    let mut text = config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"));
+    text.keys("proxy", edit);
+    let good = s.write_config(&text);
     drop(Proxy::start(&good, &[]));
     start_fails(
         "interface = \"lo\"\nlisten = \"127.0.0.2:0\"",
@@ -78,16 +79,29 @@ async fn connections_beyond_the_limit_wait() {
     let s = Setup::start_with(Default::default(), "", proxy_keys("max_connections = 2")).await;
     s.upstream
         .put("/pulp/content/a", Content::Bytes("a".into()));
-    let a = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
-    let b = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = s.proxy.addr;
+    // Two connections, each shown accepted by an answered request.
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(exchange(&mut a).await, Some(200));
+    assert_eq!(exchange(&mut b).await, Some(200));
     let third = tokio::spawn(async move { get(addr, "/pulp/content/a").await.status });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The third waits in the kernel's accept queue, not in the proxy ...
+    e2e::wait_for(
+        Duration::from_secs(10),
+        "a connection in the accept queue",
+        || async { (e2e::accept_queue(addr) == 1).then_some(()) },
+    )
+    .await;
+    // ... and stays there while the proxy goes on serving the other two.
+    assert_eq!(exchange(&mut b).await, Some(200));
+    assert_eq!(exchange(&mut a).await, Some(200));
+    assert_eq!(e2e::accept_queue(addr), 1);
     assert!(
         !third.is_finished(),
         "a third connection was served beyond max_connections = 2"
     );
+    assert_eq!(s.upstream.count("/pulp/content/a"), 4);
     drop(a);
     let status = tokio::time::timeout(Duration::from_secs(5), third)
         .await
@@ -96,6 +110,16 @@ async fn connections_beyond_the_limit_wait() {
     assert_eq!(status, 200);
     drop(b);
     s.assert_no_leaks();
+}
+
+/// One request on an open connection; the response's status.
+async fn exchange(c: &mut tokio::net::TcpStream) -> Option<u16> {
+    c.write_all(b"GET /pulp/content/a HTTP/1.1\r\nHost: p\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = c.read(&mut buf).await.unwrap();
+    first_status(&buf[..n])
 }
 
 #[tokio::test]
@@ -108,49 +132,69 @@ async fn slowloris_is_cut_and_others_are_still_served() {
     .await;
     s.upstream
         .put("/pulp/content/a", Content::Bytes("a".into()));
-    let mut slow = Vec::new();
+    let (mut readers, mut writers) = (Vec::new(), Vec::new());
     for _ in 0..200 {
         let mut c = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
         c.write_all(b"GET /pulp/content/a HTTP/1.1\r\nHost: p\r\nX-Slow: ")
             .await
             .unwrap();
-        slow.push(c);
+        let (r, w) = c.into_split();
+        readers.push(r);
+        writers.push(w);
     }
-    // Keep them dribbling for longer than the header timeout.
+    // The attacker's pace: a byte per connection every 300 ms, until told
+    // to stop, which keeps every head incomplete past the header timeout.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let dribble = tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < deadline {
-            for c in slow.iter_mut() {
-                let _ = c.write_all(b"a").await;
+        loop {
+            for w in writers.iter_mut() {
+                let _ = w.write_all(b"a").await;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
         }
-        slow
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let started = Instant::now();
-    assert_eq!(get(s.proxy.addr, "/pulp/content/a").await.status, 200);
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "a normal request took {took:?} under slowloris"
-    );
+    // All 200 are in the proxy (not in the kernel's queue) and open.
+    let addr = s.proxy.addr;
+    e2e::wait_for(
+        Duration::from_secs(10),
+        "200 slow connections accepted",
+        || async {
+            let text = String::from_utf8_lossy(&get(addr, "/metrics").await.body).into_owned();
+            let open = metric(&text, "pulp_auth_proxy_open_connections");
+            (e2e::accept_queue(addr) == 0 && open >= 201.0).then_some(())
+        },
+    )
+    .await;
+    // A normal request is served meanwhile, well inside the time the slow
+    // heads are given.
+    let got = tokio::time::timeout(Duration::from_secs(2), get(addr, "/pulp/content/a"))
+        .await
+        .expect("a normal request waited behind slowloris");
+    assert_eq!(got.status, 200);
 
-    let mut slow = dribble.await.unwrap();
-    let mut closed = 0;
-    for c in slow.iter_mut() {
+    // Every slow connection is closed by the proxy once its head is 2 s
+    // old, while the dribbling goes on.
+    for r in readers.iter_mut() {
         let mut buf = [0u8; 1];
-        if let Ok(Ok(0)) | Ok(Err(_)) =
-            tokio::time::timeout(Duration::from_millis(50), c.read(&mut buf)).await
-        {
-            closed += 1;
-        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "a slow connection is still open after the header timeout: {closed:?}"
+        );
     }
-    assert_eq!(
-        closed, 200,
-        "slow connections still open after the header timeout"
+    let _ = stop.send(());
+    dribble.await.unwrap();
+    let log = s.proxy.log_text();
+    assert!(log.contains("rule=header-timeout"), "{log}");
+    // Nothing was sent to those clients, so no status is logged for them.
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("rule=header-timeout") && l.contains("status=")),
+        "{log}"
     );
-    assert!(s.proxy.log_text().contains("rule=header-timeout"));
     s.assert_no_leaks();
 }
 

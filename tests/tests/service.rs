@@ -6,7 +6,6 @@ use e2e::client::{get, get_hashed, pattern_sha256};
 use e2e::proxy::{Proxy, Scratch};
 use e2e::upstream::Content;
 use e2e::{leak, metric, proxy_keys, Setup};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -76,42 +75,14 @@ fn shipped_units_verify() {
     );
 }
 
-fn notify_socket(dir: &Path) -> (UnixDatagram, PathBuf) {
-    let path = dir.join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    (sock, path)
-}
-
-fn next_message(sock: &UnixDatagram) -> String {
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("no sd_notify message in 10 s");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn notifies_ready_watchdog_and_stopping() {
     let s = Setup::start().await;
-    let (sock, path) = notify_socket(s.scratch.dir.path());
-    let text = std::fs::read_to_string(s.scratch.path("config.toml")).unwrap();
     let cfg = s.scratch.path("notify.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let mut p = tokio::task::block_in_place(|| {
-        Proxy::start(
-            &cfg,
-            &[
-                ("NOTIFY_SOCKET", path.to_str().unwrap()),
-                ("WATCHDOG_USEC", "200000"),
-            ],
-        )
-    });
-    let ready = sock_message_or_log(&sock, &p);
-    assert!(ready.contains("READY=1"), "{ready}");
-    assert!(
-        ready.contains(&format!("STATUS=serving on {}", p.addr)),
-        "{ready}"
-    );
+    std::fs::copy(s.scratch.path("config.toml"), &cfg).unwrap();
+    // The harness itself waits for READY=1 with STATUS=serving on ADDR on
+    // the notify socket; here the watchdog and stop messages follow.
+    let mut p = tokio::task::block_in_place(|| Proxy::start(&cfg, &[("WATCHDOG_USEC", "200000")]));
     // Listening before READY: a request right now succeeds.
     s.upstream
         .put("/pulp/content/a", Content::Bytes("a".into()));
@@ -119,7 +90,9 @@ async fn notifies_ready_watchdog_and_stopping() {
     let started = Instant::now();
     let mut pings = 0;
     while pings < 3 {
-        if next_message(&sock).contains("WATCHDOG=1") {
+        if p.next_notification(Duration::from_secs(10))
+            .contains("WATCHDOG=1")
+        {
             pings += 1;
         }
     }
@@ -129,7 +102,7 @@ async fn notifies_ready_watchdog_and_stopping() {
     );
     p.signal("TERM");
     let stopping = loop {
-        let m = next_message(&sock);
+        let m = p.next_notification(Duration::from_secs(10));
         if !m.contains("WATCHDOG=1") {
             break m;
         }
@@ -137,15 +110,6 @@ async fn notifies_ready_watchdog_and_stopping() {
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
     let exit = tokio::task::block_in_place(|| p.wait(Duration::from_secs(10)));
     assert_eq!(exit.and_then(|e| e.code()), Some(0));
-    leak::assert_clean("the proxy's log", p.log_text().as_bytes());
-}
-
-fn sock_message_or_log(sock: &UnixDatagram, p: &Proxy) -> String {
-    let mut buf = [0u8; 4096];
-    match sock.recv(&mut buf) {
-        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        Err(e) => panic!("no sd_notify message ({e}); proxy log:\n{}", p.log_text()),
-    }
 }
 
 fn free_port() -> u16 {
@@ -162,10 +126,9 @@ async fn inherited_socket_is_used_and_checked() {
     s.upstream
         .put("/pulp/content/a", Content::Bytes("a".into()));
     let port = free_port();
-    let text = std::fs::read_to_string(s.scratch.path("config.toml")).unwrap();
-    let cfg = s
-        .scratch
-        .write_config(&text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
+    let mut text = s.config();
+    text.set("proxy", "listen", format!("127.0.0.1:{port}"));
+    let cfg = s.scratch.write_config(&text);
     let log = s.scratch.path("activated.log");
     // systemd-socket-activate passes the socket exactly as systemd does:
     // fd 3, LISTEN_FDS=1, LISTEN_PID of the program; it starts the program on
@@ -236,8 +199,8 @@ fn check_config_validates_without_listening() {
     let s = Scratch::new();
     e2e::pki::TestCa::new().write_pem(&s.path("ca.pem"));
     let port = free_port();
-    let text = e2e::proxy::config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"))
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let mut text = e2e::proxy::config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"));
+    text.set("proxy", "listen", format!("127.0.0.1:{port}"));
     let cfg = s.write_config(&text);
     let out = Command::new(e2e::bin("pulp-auth-proxy"))
         .args(["--check-config", "--config"])
@@ -283,12 +246,18 @@ async fn sighup_rotates_credentials_without_interrupting_transfers() {
     );
     let addr = s.proxy.addr;
     let transfer = tokio::spawn(async move { get_hashed(addr, "/pulp/content/slow").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The transfer is under way once the upstream has its request.
+    e2e::wait_for(
+        Duration::from_secs(10),
+        "the slow request upstream",
+        || async { (s.upstream.count("/pulp/content/slow") == 1).then_some(()) },
+    )
+    .await;
 
     s.scratch.write_password(NEW_PASSWORD);
     s.upstream.expect_password(NEW_PASSWORD);
     s.proxy.signal("HUP");
-    wait_for_log(&s, "reloaded the upstream password");
+    s.proxy.wait_for_log("reloaded the upstream password").await;
     assert_eq!(
         get(addr, "/pulp/content/a").await.status,
         200,
@@ -305,7 +274,7 @@ async fn sighup_rotates_credentials_without_interrupting_transfers() {
     // A broken new value is refused; the current one stays in force.
     std::fs::write(s.scratch.path("pw"), "\n").unwrap();
     s.proxy.signal("HUP");
-    wait_for_log(&s, "reload failed");
+    s.proxy.wait_for_log("reload failed").await;
     assert_eq!(get(addr, "/pulp/content/a").await.status, 200);
 
     let (status, n, digest) = transfer.await.unwrap().expect("in-flight transfer broke");
@@ -317,18 +286,6 @@ async fn sighup_rotates_credentials_without_interrupting_transfers() {
         !log.contains(NEW_PASSWORD) && !log.contains("rotated"),
         "new password in the log"
     );
-}
-
-fn wait_for_log(s: &Setup, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.proxy.log_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` in the log:\n{}",
-            s.proxy.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test]
@@ -347,20 +304,29 @@ async fn healthz_and_readyz_follow_the_upstream() {
     assert_eq!(probes.len(), 1, "healthz must not reach the upstream");
     assert_eq!(probes[0].target, "/pulp/api/v3/status/");
     assert_eq!(probes[0].header("authorization"), vec![e2e::basic_header()]);
-    // Cached: a second readyz right away does not probe again.
+    // Reused for proxy.readiness_cache_secs (5 by default): a second
+    // readyz right away does not probe again, even when the answer would
+    // differ now.
+    s.upstream.refuse_credentials(true);
     assert_eq!(get(s.proxy.addr, "/readyz").await.status, 200);
     assert_eq!(s.upstream.requests().len(), 1);
+    s.assert_no_leaks();
 
+    // With no reuse, every readyz probes and follows the upstream at once.
+    let s = Setup::start_with(
+        Default::default(),
+        "",
+        proxy_keys("readiness_cache_secs = 0"),
+    )
+    .await;
     s.upstream.refuse_credentials(true);
-    tokio::time::sleep(Duration::from_millis(5100)).await;
     let down = get(s.proxy.addr, "/readyz").await;
     assert_eq!(down.status, 503);
     assert!(String::from_utf8_lossy(&down.body).contains("refused the proxy's credentials"));
     s.upstream.refuse_credentials(false);
-    tokio::time::sleep(Duration::from_millis(5100)).await;
     assert_eq!(get(s.proxy.addr, "/readyz").await.status, 200);
+    assert_eq!(s.upstream.requests().len(), 2);
     s.saw(&down);
-    s.assert_no_leaks();
 }
 
 #[tokio::test]
@@ -375,10 +341,29 @@ async fn metrics_count_what_happened() {
     e2e::client::send(s.proxy.addr, "POST", "/pulp/content/a", &[]).await;
     s.upstream.refuse_credentials(true);
     get(s.proxy.addr, "/pulp/content/a").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = get(s.proxy.addr, "/metrics").await;
-    assert_eq!(m.status, 200);
-    let text = String::from_utf8_lossy(&m.body).into_owned();
+    // A request is counted when its response body is done, which may be
+    // just after the client has read it.
+    let text = e2e::wait_for(Duration::from_secs(10), "six counted requests", || async {
+        let m = get(s.proxy.addr, "/metrics").await;
+        assert_eq!(m.status, 200);
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        let total: f64 = [
+            "GET\",status=\"2xx",
+            "GET\",status=\"4xx",
+            "other\",status=\"4xx",
+            "GET\",status=\"5xx",
+        ]
+        .iter()
+        .map(|l| {
+            metric(
+                &text,
+                &format!("pulp_auth_proxy_requests_total{{method=\"{l}\"}}"),
+            )
+        })
+        .sum();
+        (total >= 6.0).then_some(text)
+    })
+    .await;
     let p = "pulp_auth_proxy_";
     assert_eq!(
         metric(
@@ -470,8 +455,7 @@ async fn json_logs_are_one_object_per_line() {
     s.upstream
         .put("/pulp/content/a", Content::Bytes("a".into()));
     get(s.proxy.addr, "/pulp/content/a").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = s.proxy.log_text();
+    let log = s.proxy.wait_for_log("\"message\":\"request\"").await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -97,8 +97,9 @@ async fn plaintext_needs_the_opt_in_and_warns_at_every_start() {
     );
     let (status, log) = Proxy::run(&scratch.write_config(&text), &[]);
     assert_eq!(status.code(), Some(78), "{log}");
-    let cfg =
-        scratch.write_config(&text.replace("[upstream]\n", "[upstream]\nallow_plaintext = true\n"));
+    let mut text = text;
+    text.set("upstream", "allow_plaintext", true);
+    let cfg = scratch.write_config(&text);
     let proxy = Proxy::start(&cfg, &[]);
     let log = proxy.log_text();
     assert!(
