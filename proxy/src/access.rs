@@ -67,7 +67,7 @@ impl Access {
                 bytes,
                 duration_ms,
                 upstream_ms,
-                cache = self.cache.map(|c| c.as_str()),
+                cache = self.cache.map(tracing::field::display),
                 "request"
             ),
             Err(why) => tracing::warn!(
@@ -79,7 +79,7 @@ impl Access {
                 bytes,
                 duration_ms,
                 upstream_ms,
-                cache = self.cache.map(|c| c.as_str()),
+                cache = self.cache.map(tracing::field::display),
                 outcome = %why,
                 "request aborted"
             ),
