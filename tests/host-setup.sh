@@ -28,10 +28,25 @@ fi
 # or iptables rules (builds use --network host), and stop only what was
 # started here.
 started_dockerd=
+pidfile=/run/pulp-auth-proxy-tests-dockerd.pid
 if ! docker info >/dev/null 2>&1; then
+    # A daemon of an earlier run may still be shutting down; one that was
+    # killed leaves its pid file behind, which would stop a new one.
+    if [[ -f $pidfile ]]; then
+        old=$(cat "$pidfile")
+        for _ in $(seq 40); do
+            kill -0 "$old" 2>/dev/null || break
+            sleep 0.5
+        done
+        if kill -0 "$old" 2>/dev/null; then
+            echo "$0: dockerd $old (from $pidfile) neither answers nor exits; stop it" >&2
+            exit 2
+        fi
+        rm -f "$pidfile"
+    fi
     echo "$0: starting dockerd --bridge=none --iptables=false"
     dockerd --bridge=none --iptables=false --ip6tables=false \
-        --pidfile /run/pulp-auth-proxy-tests-dockerd.pid >/tmp/pulp-auth-proxy-tests-dockerd.log 2>&1 &
+        --pidfile "$pidfile" >/tmp/pulp-auth-proxy-tests-dockerd.log 2>&1 &
     started_dockerd=$!
     trap 'kill "$started_dockerd" 2>/dev/null; wait "$started_dockerd" 2>/dev/null || true' EXIT
     for _ in $(seq 60); do
