@@ -55,6 +55,18 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// Runs `cmd` to completion and scans what it printed for the
+/// credentials: every program a test runs goes through here (or through
+/// [`netns::Netns::run`], which does the same).
+pub fn output(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    leak::assert_clean(&format!("{:?}'s stdout", cmd.get_program()), &out.stdout);
+    leak::assert_clean(&format!("{:?}'s stderr", cmd.get_program()), &out.stderr);
+    out
+}
+
 /// Where cargo put the workspace's binaries, next to this test executable.
 pub fn bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

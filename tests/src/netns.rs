@@ -35,13 +35,14 @@ impl Netns {
         ns
     }
 
-    /// Runs a program inside the namespace.
+    /// Runs a program inside the namespace; what it prints is scanned for
+    /// the credentials.
     pub fn run(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .unwrap()
+        crate::output(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, program])
+                .args(args),
+        )
     }
 
     /// Runs `ip ARGS` inside the namespace and insists it succeeds.

@@ -13,12 +13,12 @@ use std::process::Command;
 use apt::{dockerfile, REPO_PREFIX};
 
 fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
-    let out = Command::new(e2e::bin("ci-builder"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["audit", image])
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(cfg)
+            .args(["audit", image]),
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

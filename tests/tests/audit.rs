@@ -16,13 +16,13 @@ fn audit(images: &[&str]) -> (i32, Value, String) {
         "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
         s.path("pw").display()
     ));
-    let out = Command::new(e2e::bin("ci-builder"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["audit", "--json"])
-        .args(images)
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["audit", "--json"])
+            .args(images),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     leak::assert_clean("the audit's output", format!("{stdout}{stderr}").as_bytes());
@@ -241,12 +241,12 @@ fn audit_by_tag_and_human_table() {
         "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
         s.path("pw").display()
     ));
-    let out = Command::new(e2e::bin("ci-builder"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["audit", "--tag", &t])
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["audit", "--tag", &t]),
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&a.tag) && text.contains("LEAKS"), "{text}");
@@ -265,12 +265,12 @@ fn unreadable_password_is_an_error() {
         "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
         s.path("nope").display()
     ));
-    let out = Command::new(e2e::bin("ci-builder"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["audit", "x:y"])
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["audit", "x:y"]),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot load the password"));
 }

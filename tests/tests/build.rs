@@ -52,7 +52,7 @@ fn builder(cfg: &Path, args: &[&str], env: &[(&str, &str)], out: &Path) -> Outpu
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    e2e::output(&mut cmd)
 }
 
 fn text(o: &Output) -> String {

@@ -128,10 +128,7 @@ fn help_and_version() {
         ("--help", "--config"),
         ("--version", env!("CARGO_PKG_VERSION")),
     ] {
-        let out = std::process::Command::new(e2e::bin("pulp-auth-proxy"))
-            .arg(arg)
-            .output()
-            .unwrap();
+        let out = e2e::output(std::process::Command::new(e2e::bin("pulp-auth-proxy")).arg(arg));
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains(needle));
     }

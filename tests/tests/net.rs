@@ -271,7 +271,7 @@ fn persist_writes_networkd_files_and_refuses_to_clobber() {
             .arg(cfg)
             .args(["net", "persist", "--dir", dir])
             .args(extra);
-        cmd.output().unwrap()
+        e2e::output(&mut cmd)
     };
     let out = run(&[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -345,34 +345,31 @@ fn persist_writes_networkd_files_and_refuses_to_clobber() {
 #[test]
 fn builder_help_version_and_bad_config() {
     for (arg, needle) in [("--help", "net"), ("--version", env!("CARGO_PKG_VERSION"))] {
-        let out = std::process::Command::new(e2e::bin("ci-builder"))
-            .arg(arg)
-            .output()
-            .unwrap();
+        let out = e2e::output(std::process::Command::new(e2e::bin("ci-builder")).arg(arg));
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains(needle));
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "[network]\naddress = \"192.168.33.3\"\n").unwrap();
-    let out = std::process::Command::new(e2e::bin("ci-builder"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["net", "status"])
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        std::process::Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["net", "status"]),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("network.address") && stderr.contains("IP/PREFIX"),
         "{stderr}"
     );
-    let out = std::process::Command::new(e2e::bin("ci-builder"))
-        .arg("--config")
-        .arg(dir.path().join("missing.toml"))
-        .args(["net", "up"])
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        std::process::Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(dir.path().join("missing.toml"))
+            .args(["net", "up"]),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }

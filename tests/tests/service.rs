@@ -202,11 +202,11 @@ fn check_config_validates_without_listening() {
     let mut text = e2e::proxy::config("https://127.0.0.1:9", &s.path("ca.pem"), &s.path("pw"));
     text.set("proxy", "listen", format!("127.0.0.1:{port}"));
     let cfg = s.write_config(&text);
-    let out = Command::new(e2e::bin("pulp-auth-proxy"))
-        .args(["--check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        Command::new(e2e::bin("pulp-auth-proxy"))
+            .args(["--check-config", "--config"])
+            .arg(&cfg),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -219,11 +219,11 @@ fn check_config_validates_without_listening() {
         "--check-config listened"
     );
     std::fs::write(s.path("ca.pem"), "junk").unwrap();
-    let out = Command::new(e2e::bin("pulp-auth-proxy"))
-        .args(["--check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = e2e::output(
+        Command::new(e2e::bin("pulp-auth-proxy"))
+            .args(["--check-config", "--config"])
+            .arg(&cfg),
+    );
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.ca_file"));
 }
