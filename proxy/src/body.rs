@@ -14,10 +14,10 @@ use crate::access::Access;
 use crate::cache::entry::Entry;
 use crate::cache::Fill;
 use crate::conn::Busy;
+use crate::forward::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -90,7 +90,7 @@ pub enum BodyError {
 
 /// An upstream body on its way to the client.
 pub struct ResponseBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     stall: Duration,
     timer: Pin<Box<Sleep>>,
     access: Access,
@@ -106,7 +106,7 @@ impl ResponseBody {
     /// Wraps `inner`; `access` is logged when the transfer ends, and the
     /// body is stored through `fill` when given.
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         stall: Duration,
         access: Access,
         busy: Busy,

@@ -20,6 +20,10 @@ use std::time::Instant;
 /// The request as `rewrite` built it for the upstream.
 pub type UpstreamRequest = Result<Request<Empty<Bytes>>, UpstreamError>;
 
+/// An upstream response body as the rest of the proxy sees it: what the
+/// client is sent and what the cache stores.
+pub type UpstreamBody = Incoming;
+
 /// One forwarded request on its way.
 pub struct Exchange<'a> {
     state: &'a State,
@@ -56,7 +60,7 @@ impl<'a> Exchange<'a> {
     pub async fn send(
         &mut self,
         req: UpstreamRequest,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let upstream = &self.live.upstream;
         let sent = Instant::now();
         let result = match req {
@@ -82,7 +86,11 @@ impl<'a> Exchange<'a> {
 
     /// Streams the upstream's body to the client, and into `fill` when the
     /// cache stores it.
-    pub fn stream(mut self, resp: Response<Incoming>, fill: Option<Fill>) -> Response<ProxyBody> {
+    pub fn stream(
+        mut self,
+        resp: Response<UpstreamBody>,
+        fill: Option<Fill>,
+    ) -> Response<ProxyBody> {
         self.access.status = resp.status().as_u16();
         let (head, body) = resp.into_parts();
         let body = ResponseBody::new(

@@ -6,10 +6,9 @@ use super::entry::{self, Entry, Meta, Ranged};
 use super::rules::{self, Freshness, Use};
 use super::{Cache, FetchGuard, Fill, Lookup, Outcome};
 use crate::body::ProxyBody;
-use crate::forward::{Exchange, UpstreamRequest};
+use crate::forward::{Exchange, UpstreamBody, UpstreamRequest};
 use crate::policy::Decision;
 use http::{header, request, HeaderMap, HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 use std::sync::Arc;
 
 /// Answers a request the policy accepted, through the cache.
@@ -162,7 +161,7 @@ fn store(
     cache: &Arc<Cache>,
     key: String,
     freshness: Freshness,
-    resp: &Response<Incoming>,
+    resp: &Response<UpstreamBody>,
     guard: Option<FetchGuard>,
 ) -> Option<Fill> {
     match rules::storable(resp.status(), resp.headers(), freshness, cache.max_size()) {
