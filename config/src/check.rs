@@ -207,6 +207,27 @@ fn proxy(p: RawProxy, f: &mut Findings) -> Option<Proxy> {
         Proxy::DEFAULT_MAX_CONNECTIONS,
         (1, u32::MAX),
     );
+    // Checked against the limit it divides; a bad limit is reported once.
+    let max_connections_per_client = max_connections.and_then(|max| {
+        let key = "proxy.max_connections_per_client";
+        match p.max_connections_per_client {
+            None => Some((max / Proxy::DEFAULT_CLIENT_SHARE).max(1)),
+            Some(0) => {
+                f.problem(key, "must be at least 1");
+                None
+            }
+            Some(n) if n > max => {
+                f.problem(
+                    key,
+                    format!(
+                        "{n} is more than proxy.max_connections ({max}); lower it or raise that"
+                    ),
+                );
+                None
+            }
+            Some(n) => Some(n),
+        }
+    });
     let max_header_bytes = f.within(
         "proxy.max_header_bytes",
         p.max_header_bytes,
@@ -237,6 +258,12 @@ fn proxy(p: RawProxy, f: &mut Findings) -> Option<Proxy> {
         Proxy::DEFAULT_IDLE_TIMEOUT,
         1,
     );
+    let send_timeout = f.secs(
+        "proxy.send_timeout_secs",
+        p.send_timeout_secs,
+        Proxy::DEFAULT_SEND_TIMEOUT,
+        1,
+    );
     let shutdown_grace = f.secs(
         "proxy.shutdown_grace_secs",
         p.shutdown_grace_secs,
@@ -258,11 +285,13 @@ fn proxy(p: RawProxy, f: &mut Findings) -> Option<Proxy> {
         log_format: log_format?,
         metrics_listen: metrics_listen?,
         max_connections: max_connections?,
+        max_connections_per_client: max_connections_per_client?,
         max_header_bytes: max_header_bytes?,
         max_headers: max_headers?,
         max_url_bytes: max_url_bytes?,
         header_timeout: header_timeout?,
         idle_timeout: idle_timeout?,
+        send_timeout: send_timeout?,
         shutdown_grace: shutdown_grace?,
         readiness_cache: readiness_cache?,
     })

@@ -88,8 +88,13 @@ pub struct Proxy {
     /// A separate address for `/metrics`; when absent, the main listener
     /// answers `/metrics`.
     pub metrics_listen: Option<ListenAddr>,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections served at once. At the limit, idle keep-alive
+    /// connections are closed to admit new ones; when every connection is
+    /// serving a request, new ones wait.
     pub max_connections: u32,
+    /// Connections one peer address may hold at once; more are closed at
+    /// once.
+    pub max_connections_per_client: u32,
     /// Largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: usize,
     /// Most request headers accepted.
@@ -100,6 +105,8 @@ pub struct Proxy {
     pub header_timeout: Duration,
     /// An idle keep-alive connection is closed after this time.
     pub idle_timeout: Duration,
+    /// A client that takes nothing of a response for this long is closed.
+    pub send_timeout: Duration,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: Duration,
     /// How long a `/readyz` probe result is reused; zero probes every time.
@@ -112,6 +119,10 @@ impl Proxy {
     pub const DEFAULT_ALLOWED_PATHS: [&'static str; 2] = ["/pulp/content/", "/pulp/api/v3/status/"];
     /// `proxy.max_connections` when absent.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+    /// `proxy.max_connections_per_client` when absent: this fraction of
+    /// `proxy.max_connections` (at least 1), so one address can never take
+    /// every slot.
+    pub const DEFAULT_CLIENT_SHARE: u32 = 2;
     /// `proxy.max_header_bytes` when absent.
     pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
     /// `proxy.max_headers` when absent.
@@ -122,6 +133,8 @@ impl Proxy {
     pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
     /// `proxy.idle_timeout_secs` when absent.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `proxy.send_timeout_secs` when absent.
+    pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
     /// `proxy.shutdown_grace_secs` when absent.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     /// `proxy.readiness_cache_secs` when absent: readiness checks from load

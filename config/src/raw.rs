@@ -38,11 +38,13 @@ pub(crate) struct RawProxy {
     pub log_format: Option<String>,
     pub metrics_listen: Option<String>,
     pub max_connections: Option<u32>,
+    pub max_connections_per_client: Option<u32>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_url_bytes: Option<usize>,
     pub header_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub send_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub readiness_cache_secs: Option<u64>,
 }

@@ -261,3 +261,39 @@ fn every_problem_in_one_section_is_reported() {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 }
+
+#[test]
+fn send_timeout_and_per_client_limit_have_defaults_and_bounds() {
+    let c = load_in(GOOD).unwrap();
+    let p = c.proxy().unwrap();
+    assert_eq!(p.send_timeout, Duration::from_secs(60));
+    assert_eq!(p.max_connections_per_client, 512, "half of max_connections");
+    let text = GOOD.replace(
+        "[proxy]\n",
+        "[proxy]\nmax_connections = 3\nsend_timeout_secs = 5\n",
+    );
+    let c = load_in(&text).unwrap();
+    let p = c.proxy().unwrap();
+    assert_eq!(
+        (p.max_connections_per_client, p.send_timeout.as_secs()),
+        (1, 5)
+    );
+
+    let text = GOOD.replace(
+        "[proxy]\n",
+        "[proxy]\nmax_connections = 8\nmax_connections_per_client = 9\nsend_timeout_secs = 0\n",
+    );
+    let err = load_in(&text).unwrap_err().to_string();
+    for key in [
+        "proxy.max_connections_per_client: 9 is more than proxy.max_connections (8)",
+        "proxy.send_timeout_secs: must be at least 1 second",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+    let text = GOOD.replace("[proxy]\n", "[proxy]\nmax_connections_per_client = 0\n");
+    let err = load_in(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("proxy.max_connections_per_client: must be at least 1"),
+        "{err}"
+    );
+}

@@ -180,12 +180,21 @@ impl Drop for ResponseBody {
             Some(o) => o,
             // HEAD, 304 and empty bodies may never be polled.
             None if self.inner.is_end_stream() => Ok(()),
-            None => Err("client closed the connection before the end".to_string()),
+            None => Err(departed(&self._busy)),
         };
         if let (Some(fill), Ok(())) = (self.fill.take(), &outcome) {
             fill.finish();
         }
         self.access.finish(self.bytes, outcome);
+    }
+}
+
+/// Why a transfer the client did not take to the end stopped.
+fn departed(busy: &Busy) -> String {
+    if busy.send_timed_out() {
+        crate::conn::Deadline::Send.to_string() + "; connection closed"
+    } else {
+        "client closed the connection before the end".to_string()
     }
 }
 
@@ -268,7 +277,7 @@ impl Drop for CachedBody {
         let outcome = match self.outcome.take() {
             Some(o) => o,
             None if self.at >= self.end => Ok(()),
-            None => Err("client closed the connection before the end".to_string()),
+            None => Err(departed(&self._busy)),
         };
         self.access.metrics.cache_served(self.bytes);
         self.access.finish(self.bytes, outcome);

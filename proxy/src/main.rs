@@ -173,10 +173,17 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     tracing::info!(listen = %local, socket = how, workers = states.len(), upstream = %upstream_config.origin, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = |proxy: &pulp_auth_config::Proxy| {
+        server::Slots::new(
+            proxy.max_connections as usize,
+            proxy.max_connections_per_client as usize,
+        )
+    };
     let limits = Limits {
-        slots: Arc::new(tokio::sync::Semaphore::new(proxy.max_connections as usize)),
+        slots: slots(proxy),
         header_timeout: proxy.header_timeout,
         idle_timeout: proxy.idle_timeout,
+        send_timeout: proxy.send_timeout,
         max_header_bytes: proxy.max_header_bytes,
         max_headers: proxy.max_headers,
         shutdown_grace: proxy.shutdown_grace,
@@ -215,7 +222,7 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
         // The same limits, with slots of its own: a full proxy must not
         // starve the scrape that shows it is full.
         let limits = Limits {
-            slots: Arc::new(tokio::sync::Semaphore::new(proxy.max_connections as usize)),
+            slots: slots(proxy),
             ..limits.clone()
         };
         tokio::spawn(server::serve(

@@ -27,6 +27,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabel {
     rule: &'static str,
 }
@@ -40,6 +45,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     refusals: Family<RuleLabel, Counter>,
     open_connections: Gauge,
+    closed_connections: Family<ReasonLabel, Counter>,
     cache: CacheMetrics,
 }
 
@@ -107,6 +113,12 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        let closed_connections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "closed_connections",
+            "Client connections the proxy closed mid-way, by reason (send-timeout, reclaimed)",
+            closed_connections.clone(),
+        );
         let cache = CacheMetrics::default();
         let c = &cache;
         registry.register(
@@ -148,6 +160,7 @@ impl Metrics {
             upstream_errors,
             refusals,
             open_connections,
+            closed_connections,
             cache,
         }
     }
@@ -193,6 +206,14 @@ impl Metrics {
     pub fn connection(&self) -> ConnectionGuard {
         self.open_connections.inc();
         ConnectionGuard(self.open_connections.clone())
+    }
+
+    /// A client connection the proxy closed: `send-timeout` (the client
+    /// stopped reading) or `reclaimed` (idle at the connection limit).
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.closed_connections
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// A request answered from the cache.

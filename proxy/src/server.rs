@@ -1,9 +1,18 @@
 //! The accept loop: a bounded number of connections, each served by hyper's
-//! HTTP/1.1 server with a header-read timeout, and a graceful drain bounded
-//! by a grace period on shutdown. The main listener and the metrics
-//! listener share it.
+//! HTTP/1.1 server with the deadlines of [`crate::conn`], and a graceful
+//! drain bounded by a grace period on shutdown. The main listener and the
+//! metrics listener share it.
+//!
+//! Connection slots ([`Slots`]) are shared by every worker. A connection
+//! is accepted first and given a slot after: one from a peer address that
+//! already holds `proxy.max_connections_per_client` slots is closed at
+//! once (logged and counted), so one client cannot take every slot. At
+//! `proxy.max_connections`, an idle keep-alive connection (no request in
+//! progress) is asked to close and the new one takes its slot; only when
+//! every slot serves a request does the new connection wait (and the ones
+//! behind it in the kernel's backlog) until one is free.
 
-use crate::conn::{Activity, Deadline, TimedIo};
+use crate::conn::{Activity, Deadline, Deadlines, TimedIo};
 use crate::error::Refusal;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -11,22 +20,26 @@ use crate::{health, respond, service};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 /// Connection-level settings.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Connection slots, shared by every worker so that
     /// `proxy.max_connections` bounds the whole process.
-    pub slots: Arc<Semaphore>,
+    pub slots: Arc<Slots>,
     /// Time allowed for a request head, from its first byte.
     pub header_timeout: Duration,
     /// Time an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
+    /// Time one write to a client may stay pending.
+    pub send_timeout: Duration,
     /// Largest request head in bytes.
     pub max_header_bytes: usize,
     /// Most request headers.
@@ -63,6 +76,11 @@ pub async fn serve(
         .max_headers(limits.max_headers)
         .keep_alive(true);
     let slots = limits.slots.clone();
+    let deadlines = Deadlines {
+        idle: limits.idle_timeout,
+        header: limits.header_timeout,
+        send: limits.send_timeout,
+    };
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -74,6 +92,13 @@ pub async fn serve(
         let Some((stream, peer, slot)) = accepted else {
             continue;
         };
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(held) => {
+                over_client_limit(&state.metrics, peer, held, stream);
+                continue;
+            }
+        };
         // The metrics listener is not for builds: `allowed_clients` is the
         // proxy's rule, and the metrics address is chosen apart from it.
         let allowed = role == Role::Metrics || state.client_allowed(peer.ip());
@@ -81,13 +106,8 @@ pub async fn serve(
         let open = (role == Role::Proxy).then(|| state.metrics.connection());
         let metrics = state.metrics.clone();
         let state = state.clone();
-        let activity = Activity::default();
-        let io = TimedIo::new(
-            stream,
-            activity.clone(),
-            limits.idle_timeout,
-            limits.header_timeout,
-        );
+        let activity = slot.activity.clone();
+        let io = TimedIo::new(stream, activity.clone(), deadlines);
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let state = state.clone();
             let busy = activity.busy();
@@ -106,8 +126,20 @@ pub async fn serve(
         let conn = http.serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log_connection_error(&metrics, peer, &e);
+            match conn.await {
+                // hyper ends an idle connection whose read fails without
+                // an error, so a reclaimed one is told by its flag.
+                Err(e) if !slot.activity.reclaimed() => log_connection_error(&metrics, peer, &e),
+                _ if slot.activity.reclaimed() => {
+                    metrics.connection_closed("reclaimed");
+                    tracing::info!(
+                        peer = %peer,
+                        rule = %"reclaimed",
+                        "closed an idle keep-alive connection to admit a new client \
+                         (proxy.max_connections reached)"
+                    );
+                }
+                _ => {}
             }
             drop((slot, open));
         });
@@ -126,20 +158,15 @@ pub async fn serve(
     }
 }
 
-async fn accept(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> Option<(
-    tokio::net::TcpStream,
-    std::net::SocketAddr,
-    tokio::sync::OwnedSemaphorePermit,
-)> {
-    // Take a slot first: beyond the limit, connections wait in the kernel's
-    // backlog instead of being accepted and starved.
-    let slot = slots.clone().acquire_owned().await.ok()?;
+/// The next connection and its slot, or how many slots its peer already
+/// holds when it is over the per-client limit.
+type Accepted = (TcpStream, SocketAddr, Result<Slot, usize>);
+
+async fn accept(listener: &TcpListener, slots: &Arc<Slots>) -> Option<Accepted> {
     match listener.accept().await {
         Ok((stream, peer)) => {
             let _ = stream.set_nodelay(true);
+            let slot = slots.take(peer.ip()).await;
             Some((stream, peer, slot))
         }
         Err(e) => {
@@ -148,6 +175,123 @@ async fn accept(
             tokio::time::sleep(Duration::from_millis(100)).await;
             None
         }
+    }
+}
+
+fn over_client_limit(metrics: &Metrics, peer: SocketAddr, held: usize, stream: TcpStream) {
+    metrics.refusal("client-connections");
+    tracing::info!(
+        target: "access",
+        peer = %peer,
+        rule = %"client-connections",
+        "refused: this address already holds {held} connections \
+         (proxy.max_connections_per_client); connection closed"
+    );
+    drop(stream);
+}
+
+/// The connection slots of one listener, shared by every worker.
+#[derive(Debug)]
+pub struct Slots {
+    max: usize,
+    per_client: usize,
+    held: Mutex<Held>,
+    // Told when a slot is freed or a connection turns idle.
+    changed: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    next_id: u64,
+    open: HashMap<u64, Activity>,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// One connection's slot; freed on drop.
+pub struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    client: IpAddr,
+    /// The connection's requests in progress.
+    pub activity: Activity,
+}
+
+impl Slots {
+    /// `max` connections in all, at most `per_client` from one address.
+    pub fn new(max: usize, per_client: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            per_client,
+            held: Mutex::default(),
+            changed: Arc::new(Notify::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // No code panics while holding it (panic=abort besides).
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a connection from `client`; `Err` with the number it
+    /// holds when it is at its own limit. At the overall limit, an idle
+    /// connection is reclaimed and this waits until its slot is free; with
+    /// none idle, until any slot is.
+    pub async fn take(self: &Arc<Self>, client: IpAddr) -> Result<Slot, usize> {
+        let client = client.to_canonical();
+        loop {
+            // Registered before the check, so no wake-up falls in between.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut held = self.lock();
+                let mine = held.by_client.get(&client).copied().unwrap_or(0);
+                if mine >= self.per_client {
+                    return Err(mine);
+                }
+                if held.open.len() < self.max {
+                    let id = held.next_id;
+                    held.next_id += 1;
+                    let activity = Activity::new(self.changed.clone());
+                    held.open.insert(id, activity.clone());
+                    *held.by_client.entry(client).or_default() += 1;
+                    return Ok(Slot {
+                        slots: self.clone(),
+                        id,
+                        client,
+                        activity,
+                    });
+                }
+                // One reclaim at a time: a connection asked to close frees
+                // its slot in a moment, and waking meanwhile (another
+                // connection turning idle) must not close a second one.
+                let closing = held.open.values().any(|a| a.reclaimed());
+                match held.open.values().find(|a| a.is_idle()) {
+                    _ if closing => {}
+                    Some(idle) => idle.reclaim(),
+                    None => tracing::debug!(
+                        client = %client,
+                        "every connection slot is serving a request; waiting for one"
+                    ),
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        held.open.remove(&self.id);
+        if let Some(n) = held.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                held.by_client.remove(&self.client);
+            }
+        }
+        drop(held);
+        self.slots.changed.notify_waiters();
     }
 }
 
@@ -168,6 +312,16 @@ fn log_connection_error(metrics: &Metrics, peer: std::net::SocketAddr, e: &hyper
             None,
             "request head not complete within proxy.header_timeout_secs; connection closed",
         )
+    } else if deadline == Some(Deadline::Send) {
+        metrics.connection_closed("send-timeout");
+        tracing::info!(
+            target: "access",
+            peer = %peer,
+            rule = %"send-timeout",
+            "closed: the client read nothing of the response for \
+             proxy.send_timeout_secs; nothing more is sent"
+        );
+        return;
     } else {
         let why = if deadline == Some(Deadline::Idle) {
             "idle timeout".to_string()

@@ -115,6 +115,7 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     handshakes_ok: AtomicUsize,
     handshakes_failed: AtomicUsize,
+    open_connections: AtomicUsize,
     refuse_credentials: AtomicBool,
     expected_auth: Mutex<String>,
     /// Added before every response head (see [`Upstream::set_link`]).
@@ -171,7 +172,9 @@ impl Upstream {
                 };
                 let acceptor = acceptor.clone();
                 let s = s.clone();
+                s.open_connections.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let _open = OpenConnection(s.clone());
                     let tls = match acceptor.accept(tcp).await {
                         Ok(t) => t,
                         Err(_) => {
@@ -277,6 +280,11 @@ impl Upstream {
     /// Completed TLS handshakes.
     pub fn handshakes(&self) -> usize {
         self.shared.handshakes_ok.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (from accept until the connection ends).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::SeqCst)
     }
 
     /// Failed TLS handshakes.
@@ -455,6 +463,14 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .body(if head { full("") } else { full(data) })
                 .unwrap()
         }
+    }
+}
+
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

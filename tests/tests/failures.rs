@@ -4,9 +4,10 @@
 use e2e::client::{get, get_hashed};
 use e2e::proxy::ConfigFile;
 use e2e::upstream::{Content, Versions};
-use e2e::{upstream_keys, Setup};
+use e2e::{metric, proxy_keys, upstream_keys, Setup};
 use http::StatusCode;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Points `upstream.url` at `127.0.0.1:port`.
 fn upstream_at(config: &mut ConfigFile, port: u16) {
@@ -137,6 +138,70 @@ async fn upstream_dying_mid_body_truncates_visibly() {
         .unwrap_err();
     assert!(err.contains("body broke"), "{err}");
     log_has(&s, &["request aborted", "upstream body failed"]);
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_its_upstream_released() {
+    let s = Setup::start_with(Versions::Both, "", proxy_keys("send_timeout_secs = 1")).await;
+    // Far more than the socket buffers on both sides hold.
+    let len = 64 << 20;
+    let path = "/pulp/content/big.iso";
+    s.upstream.put(path, Content::Pattern(len));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut c = socket.connect(s.proxy.addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The client never reads; the proxy gives up on it after 1 s.
+    let log = s.proxy.wait_for_log("rule=send-timeout").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("rule=send-timeout"))
+        .unwrap();
+    let peer = c.local_addr().unwrap().to_string();
+    assert!(
+        line.contains(&format!("peer={peer}")) && line.contains("proxy.send_timeout_secs"),
+        "{line}"
+    );
+    assert_eq!(log.matches("rule=send-timeout").count(), 1, "{log}");
+    // The access line says why the transfer stopped.
+    s.proxy
+        .wait_for_log("read nothing for proxy.send_timeout_secs; connection closed")
+        .await;
+    // The upstream's connection was closed, not kept half-read in the pool.
+    e2e::wait_for(
+        Duration::from_secs(10),
+        "the upstream connection closed",
+        || async { (s.upstream.open_connections() == 0).then_some(()) },
+    )
+    .await;
+    let sent_upstream = s.upstream.body_bytes();
+    assert!(sent_upstream < len, "{sent_upstream}");
+    // What the buffers held, then the end: nothing more was written.
+    let mut got = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n as u64,
+            Err(_) => panic!("the proxy did not close the connection"),
+        }
+    }
+    assert!(got < len, "{got}");
+    let text = String::from_utf8(get(s.proxy.addr, "/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "pulp_auth_proxy_closed_connections_total{reason=\"send-timeout\"}"
+        ),
+        1.0
+    );
+    // A client that reads is still served.
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    assert_eq!(get(s.proxy.addr, "/pulp/content/a").await.status, 200);
     s.assert_no_leaks();
 }
 

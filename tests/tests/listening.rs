@@ -1,7 +1,7 @@
 //! Promise 3 and the connection limits: where the proxy listens, whom it
 //! serves, how many at once, and how long a slow client may take.
 
-use e2e::client::{get, raw};
+use e2e::client::{get, get_hashed, raw};
 use e2e::pki::TestCa;
 use e2e::proxy::{config, Proxy, Scratch};
 use e2e::upstream::Content;
@@ -75,41 +75,152 @@ async fn clients_outside_allowed_clients_get_403_and_nothing_is_forwarded() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_wait() {
-    let s = Setup::start_with(Default::default(), "", proxy_keys("max_connections = 2")).await;
-    s.upstream
-        .put("/pulp/content/a", Content::Bytes("a".into()));
-    let addr = s.proxy.addr;
-    // Two connections, each shown accepted by an answered request.
-    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
-    assert_eq!(exchange(&mut a).await, Some(200));
-    assert_eq!(exchange(&mut b).await, Some(200));
-    let third = tokio::spawn(async move { get(addr, "/pulp/content/a").await.status });
-    // The third waits in the kernel's accept queue, not in the proxy ...
-    e2e::wait_for(
-        Duration::from_secs(10),
-        "a connection in the accept queue",
-        || async { (e2e::accept_queue(addr) == 1).then_some(()) },
+async fn connections_beyond_the_limit_wait_only_while_every_slot_is_busy() {
+    let s = Setup::start_with(
+        Default::default(),
+        "",
+        proxy_keys("max_connections = 2\nmax_connections_per_client = 2"),
     )
     .await;
-    // ... and stays there while the proxy goes on serving the other two.
-    assert_eq!(exchange(&mut b).await, Some(200));
-    assert_eq!(exchange(&mut a).await, Some(200));
-    assert_eq!(e2e::accept_queue(addr), 1);
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    let (open, gate) = tokio::sync::watch::channel(false);
+    s.upstream
+        .put("/pulp/content/gated", Content::Gated { len: 1 << 20, gate });
+    let addr = s.proxy.addr;
+    // Both slots serve a transfer the upstream holds mid-way.
+    let busy: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get_hashed(addr, "/pulp/content/gated").await }))
+        .collect();
+    e2e::wait_for(Duration::from_secs(10), "two transfers started", || async {
+        (s.upstream.count("/pulp/content/gated") == 2).then_some(())
+    })
+    .await;
+    // From another address: this one already holds its two.
+    let third = tokio::spawn(async move { exchange(&mut from(addr, "127.0.0.2").await).await });
+    s.proxy
+        .wait_for_log("every connection slot is serving a request; waiting for one")
+        .await;
     assert!(
         !third.is_finished(),
         "a third connection was served beyond max_connections = 2"
     );
-    assert_eq!(s.upstream.count("/pulp/content/a"), 4);
-    drop(a);
+    assert_eq!(s.upstream.count("/pulp/content/a"), 0);
+    // The transfers end; their connections stay open but idle, and one
+    // makes room for the third.
+    open.send(true).unwrap();
+    for b in busy {
+        assert_eq!(b.await.unwrap().unwrap().1, 1 << 20);
+    }
     let status = tokio::time::timeout(Duration::from_secs(5), third)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status, 200);
-    drop(b);
+    assert_eq!(status, Some(200));
     s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_make_room_for_new_clients() {
+    let s = Setup::start_with(Default::default(), "", proxy_keys("max_connections = 2")).await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    let addr = s.proxy.addr;
+    // Every slot held by an idle keep-alive connection (the idle timeout
+    // is 60 s).
+    let mut a = from(addr, "127.0.0.2").await;
+    let mut b = from(addr, "127.0.0.3").await;
+    assert_eq!(exchange(&mut a).await, Some(200));
+    assert_eq!(exchange(&mut b).await, Some(200));
+    // A new client is served at once, and one idle connection was closed
+    // for it.
+    let got = tokio::time::timeout(Duration::from_secs(5), get(addr, "/pulp/content/a"))
+        .await
+        .expect("a new client waited behind idle keep-alive connections");
+    assert_eq!(got.status, 200);
+    let mut closed = 0;
+    for c in [&mut a, &mut b] {
+        let mut buf = [0u8; 16];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await {
+            assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "exactly one idle connection makes room");
+    let log = s.proxy.log_text();
+    assert!(
+        log.contains("rule=reclaimed") && log.contains("proxy.max_connections reached"),
+        "{log}"
+    );
+    let text = String::from_utf8(get(addr, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metric(
+            &text,
+            "pulp_auth_proxy_closed_connections_total{reason=\"reclaimed\"}"
+        ) >= 1.0
+    );
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let s = Setup::start_with(
+        Default::default(),
+        "",
+        proxy_keys("max_connections = 4\nmax_connections_per_client = 2"),
+    )
+    .await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    let addr = s.proxy.addr;
+    let mut mine = Vec::new();
+    for _ in 0..2 {
+        let mut c = from(addr, "127.0.0.2").await;
+        assert_eq!(exchange(&mut c).await, Some(200));
+        mine.push(c);
+    }
+    // A third from the same address is closed without an answer ...
+    let mut over = from(addr, "127.0.0.2").await;
+    let _ = over
+        .write_all(b"GET /pulp/content/a HTTP/1.1\r\nHost: p\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf))
+        .await
+        .expect("the connection over the limit was left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    // ... while another address is served, and the first one's own
+    // connections go on working.
+    let mut other = from(addr, "127.0.0.3").await;
+    assert_eq!(exchange(&mut other).await, Some(200));
+    assert_eq!(exchange(&mut mine[0]).await, Some(200));
+    assert_eq!(s.upstream.count("/pulp/content/a"), 4);
+    let log = s.proxy.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("rule=client-connections"))
+        .unwrap_or_else(|| panic!("no refusal line:\n{log}"));
+    assert!(
+        line.contains("peer=127.0.0.2:") && line.contains("proxy.max_connections_per_client"),
+        "{line}"
+    );
+    let text = String::from_utf8(get(addr, "/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "pulp_auth_proxy_refusals_total{rule=\"client-connections\"}"
+        ),
+        1.0
+    );
+    s.assert_no_leaks();
+}
+
+/// A connection to `addr` from the loopback address `source`.
+async fn from(addr: std::net::SocketAddr, source: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
 }
 
 /// One request on an open connection; the response's status.
