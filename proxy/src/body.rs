@@ -5,14 +5,16 @@
 //! line is written when the transfer ends, so it carries the real byte
 //! count and outcome.
 //!
-//! When the cache stores the response, each frame is also written to the
-//! cache's temporary file, and the entry is put in place only when the
-//! transfer ended without error. [`CachedBody`] serves a stored entry.
-//! [`ProxyBody`] is the one body type every response has.
+//! When the cache stores the response, the client does not read the
+//! upstream body at all: the cache's fill does, at the upstream's pace, and
+//! [`CachedBody`] follows the growing file (see [`crate::cache::fill`]).
+//! [`CachedBody`] also serves a stored entry. [`ProxyBody`] is the one
+//! body type every response has.
 
 use crate::access::Access;
 use crate::cache::entry::Entry;
-use crate::cache::Fill;
+use crate::cache::fill::FillError;
+use crate::cache::Follower;
 use crate::conn::Busy;
 use crate::forward::UpstreamBody;
 use bytes::Bytes;
@@ -86,6 +88,9 @@ pub enum BodyError {
     /// A stored entry could not be read to the end.
     #[error("reading the cache entry failed: {0}")]
     Cached(std::io::Error),
+    /// The cache fill this transfer followed stopped early.
+    #[error("{0}")]
+    Fill(FillError),
 }
 
 /// An upstream body on its way to the client.
@@ -96,22 +101,14 @@ pub struct ResponseBody {
     access: Access,
     bytes: u64,
     outcome: Option<Result<(), String>>,
-    fill: Option<Fill>,
     // Keeps the connection out of its idle and header deadlines until the
     // transfer is over.
     _busy: Busy,
 }
 
 impl ResponseBody {
-    /// Wraps `inner`; `access` is logged when the transfer ends, and the
-    /// body is stored through `fill` when given.
-    pub fn new(
-        inner: UpstreamBody,
-        stall: Duration,
-        access: Access,
-        busy: Busy,
-        fill: Option<Fill>,
-    ) -> Self {
+    /// Wraps `inner`; `access` is logged when the transfer ends.
+    pub fn new(inner: UpstreamBody, stall: Duration, access: Access, busy: Busy) -> Self {
         Self {
             inner,
             stall,
@@ -119,7 +116,6 @@ impl ResponseBody {
             access,
             bytes: 0,
             outcome: None,
-            fill,
             _busy: busy,
         }
     }
@@ -138,9 +134,6 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
-                    if let Some(fill) = this.fill.as_mut() {
-                        fill.write(data);
-                    }
                 }
                 this.timer.as_mut().reset(Instant::now() + this.stall);
                 Poll::Ready(Some(Ok(frame)))
@@ -182,9 +175,6 @@ impl Drop for ResponseBody {
             None if self.inner.is_end_stream() => Ok(()),
             None => Err(departed(&self._busy)),
         };
-        if let (Some(fill), Ok(())) = (self.fill.take(), &outcome) {
-            fill.finish();
-        }
         self.access.finish(self.bytes, outcome);
     }
 }
@@ -201,26 +191,46 @@ fn departed(busy: &Busy) -> String {
 /// Bytes read from a stored entry per frame.
 const CHUNK: u64 = 64 * 1024;
 
-/// A stored body (or one range of it) on its way to the client.
+/// Where a [`CachedBody`] reads.
+pub enum Source {
+    /// A stored entry.
+    Stored(Entry),
+    /// A fill in progress.
+    Filling(Follower),
+}
+
+/// A body (or one range of it) read from the cache, stored or being filled,
+/// on its way to the client.
 pub struct CachedBody {
-    entry: Entry,
+    source: Source,
     at: u64,
     end: u64,
     access: Access,
     bytes: u64,
+    // Counted as served from the cache (not for the request whose fetch
+    // fills it).
+    hit: bool,
     outcome: Option<Result<(), String>>,
     _busy: Busy,
 }
 
 impl CachedBody {
-    /// Serves body bytes `start..end` of `entry`.
-    pub fn new(entry: Entry, start: u64, end: u64, access: Access, busy: Busy) -> Self {
+    /// Serves body bytes `start..end` of `source`; `hit` when it counts as
+    /// served from the cache.
+    pub fn new(
+        source: Source,
+        (start, end): (u64, u64),
+        hit: bool,
+        access: Access,
+        busy: Busy,
+    ) -> Self {
         Self {
-            entry,
+            source,
             at: start,
             end,
             access,
             bytes: 0,
+            hit,
             outcome: None,
             _busy: busy,
         }
@@ -233,7 +243,7 @@ impl Body for CachedBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         if this.at >= this.end {
@@ -241,15 +251,29 @@ impl Body for CachedBody {
             return Poll::Ready(None);
         }
         let want = (this.end - this.at).min(CHUNK) as usize;
-        match this.entry.read(this.at, want) {
+        let read = match &mut this.source {
+            Source::Stored(entry) => entry.read(this.at, want).map_err(BodyError::Cached),
+            Source::Filling(follower) => match follower.poll_read(cx, this.at, want) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(data))) => Ok(data),
+                Poll::Ready(Ok(None)) => Ok(Bytes::new()),
+                Poll::Ready(Err(e)) => Err(BodyError::Fill(e)),
+            },
+        };
+        match read {
             Ok(data) if !data.is_empty() => {
+                // A relayed frame may be larger than `want`, never than
+                // what is left: the fill checks the length.
+                let left = (this.end - this.at).min(usize::MAX as u64) as usize;
+                let data = data.slice(..data.len().min(left));
                 this.at += data.len() as u64;
                 this.bytes += data.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            // The file was checked at open; shorter now means damage.
+            // Stored files are checked at open and fills end at their
+            // length: shorter now means damage.
             Ok(_) => Poll::Ready(Some(Err(
-                this.failed(std::io::ErrorKind::UnexpectedEof.into())
+                this.failed(BodyError::Cached(std::io::ErrorKind::UnexpectedEof.into()))
             ))),
             Err(e) => Poll::Ready(Some(Err(this.failed(e)))),
         }
@@ -265,8 +289,7 @@ impl Body for CachedBody {
 }
 
 impl CachedBody {
-    fn failed(&mut self, e: std::io::Error) -> BodyError {
-        let err = BodyError::Cached(e);
+    fn failed(&mut self, err: BodyError) -> BodyError {
         self.outcome = Some(Err(err.to_string()));
         err
     }
@@ -279,7 +302,9 @@ impl Drop for CachedBody {
             None if self.at >= self.end => Ok(()),
             None => Err(departed(&self._busy)),
         };
-        self.access.metrics.cache_served(self.bytes);
+        if self.hit {
+            self.access.metrics.cache_served(self.bytes);
+        }
         self.access.finish(self.bytes, outcome);
     }
 }

@@ -1,11 +1,15 @@
 //! The optional read-through cache (`[cache]`): one file per stored
 //! response in one directory, an in-memory index for the size bound and
 //! least-recently-used eviction, and one upstream fetch per key at a time.
+//! Requests for a key being fetched wait for its response head, then
+//! follow its [`fill`] as it grows; the fill runs at the upstream's pace,
+//! so no client's reading delays another.
 //!
 //! Safety rules, each enforced here:
 //! - a body is written to a temporary file and renamed into place only
 //!   after all of it arrived and its length matched `Content-Length`
-//!   ([`Fill::finish`]), so a failed or truncated transfer is never served;
+//!   ([`fill`]), so a failed or truncated transfer is never served, and
+//!   the transfers following a failed fill are aborted;
 //! - the directory is 0700 and owned by the proxy's user, entries are 0600:
 //!   a writable cache would let anyone on the host serve packages to builds;
 //! - entries are keyed by user name and full upstream URL, so a change of
@@ -13,8 +17,8 @@
 //! - renames, evictions and index updates happen under one lock, so the
 //!   index and the directory never disagree about a name;
 //! - a directory that is missing, full or unwritable turns the cache off
-//!   (at start) or skips storing (later), with a warning: the client always
-//!   gets its response.
+//!   (at start) or skips storing (later), with a warning: the client whose
+//!   request fetched always gets its response.
 //!
 //! File reads and writes are plain blocking calls on the worker thread, as
 //! in nginx's event loop: they hit the page cache, and a slow disk delays
@@ -24,16 +28,17 @@
 //! [`rules`].
 
 pub mod entry;
+pub mod fill;
 pub mod rules;
 mod serve;
 
+pub use fill::{Fill, Follower};
 pub use serve::answer;
 
 use crate::metrics::Metrics;
 use entry::{Entry, Meta};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,9 +183,18 @@ struct Index {
     by_use: BTreeMap<u64, String>,
     total: u64,
     clock: u64,
-    /// Keys being fetched; waiters lock the mutex and get it when the
-    /// fetch is over.
-    fetching: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Keys being fetched.
+    fetching: HashMap<String, InFlight>,
+}
+
+/// A fetch in progress for one key.
+enum InFlight {
+    /// Waiting for the upstream's response head; waiters lock the mutex
+    /// and get it when the head is in (bounded by
+    /// `upstream.response_timeout_secs`).
+    Head(Arc<tokio::sync::Mutex<()>>),
+    /// The body is being stored; requests follow it.
+    Body(Arc<fill::Growing>),
 }
 
 struct Slot {
@@ -234,18 +248,32 @@ pub enum Lookup {
         /// is newer than this request and needs no revalidation.
         fetched_meanwhile: bool,
     },
+    /// Another request's fetch is filling the cache: follow it.
+    Follow(Follower),
     /// Nothing stored, and this request is the one that fetches it; other
-    /// requests for the key wait until the guard is dropped.
+    /// requests for the key wait for its response head, then follow its
+    /// fill, or fetch on their own if it stores nothing.
     Miss(FetchGuard),
     /// Nothing stored and this request may not fill the cache.
     Pass,
 }
 
-/// Held by the one request fetching a key.
+/// Held by the one request fetching a key, then by its fill.
 pub struct FetchGuard {
     cache: Arc<Cache>,
     name: String,
-    _held: tokio::sync::OwnedMutexGuard<()>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl FetchGuard {
+    /// The body is being stored: waiters follow `growing` from now on.
+    fn filling(&mut self, growing: Arc<fill::Growing>) {
+        self.cache
+            .lock()
+            .fetching
+            .insert(self.name.clone(), InFlight::Body(growing));
+        self.held = None;
+    }
 }
 
 impl Drop for FetchGuard {
@@ -418,19 +446,24 @@ impl Cache {
                         }
                     }
                 }
+                if let Some(follower) = index.fetching.get(&name).and_then(InFlight::follow) {
+                    drop(index);
+                    tracing::debug!(target: "cache", entry = %name, "following another request's fetch");
+                    return Lookup::Follow(follower);
+                }
                 if !fill {
                     return Lookup::Pass;
                 }
                 match index.fetching.get(&name) {
-                    Some(m) => m.clone(),
-                    None => {
+                    Some(InFlight::Head(m)) => m.clone(),
+                    Some(InFlight::Body(_)) | None => {
                         let m = Arc::new(tokio::sync::Mutex::new(()));
                         let held = m.clone().try_lock_owned().expect("a new mutex is free");
-                        index.fetching.insert(name.clone(), m);
+                        index.fetching.insert(name.clone(), InFlight::Head(m));
                         return Lookup::Miss(FetchGuard {
                             cache: self.clone(),
                             name,
-                            _held: held,
+                            held: Some(held),
                         });
                     }
                 }
@@ -454,18 +487,7 @@ impl Cache {
                 return None;
             }
         };
-        let head = meta.encode();
-        let mut fill = Fill {
-            cache: self.clone(),
-            name: entry_name(&meta.key),
-            temp,
-            expected: head.len() as u64 + meta.body_len,
-            written: 0,
-            file: Some(file),
-            guard,
-        };
-        fill.write(&head);
-        fill.file.is_some().then_some(fill)
+        Fill::new(self.clone(), entry_name(&meta.key), temp, file, meta, guard)
     }
 
     /// Drops the entry for `key`, if any (the upstream no longer has it, or
@@ -511,6 +533,8 @@ impl Cache {
             .join(format!("{TEMP_PREFIX}{}-{seq}", std::process::id()));
         let create = || {
             OpenOptions::new()
+                // Read too: followers read the file while it is written.
+                .read(true)
                 .write(true)
                 .mode(0o600)
                 // O_EXCL: never an existing file, never through a symlink.
@@ -564,76 +588,6 @@ impl Cache {
     /// The counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-}
-
-/// A response on its way to disk, fed by the body as it streams to the
-/// client. Dropped without [`Fill::finish`], it removes its file.
-pub struct Fill {
-    cache: Arc<Cache>,
-    name: String,
-    temp: PathBuf,
-    expected: u64,
-    written: u64,
-    file: Option<File>,
-    // Released after the rename, so waiters find the entry.
-    guard: Option<FetchGuard>,
-}
-
-impl Fill {
-    /// Appends body bytes. A failure (disk full, I/O error) abandons the
-    /// fill and lets the transfer go on.
-    pub fn write(&mut self, data: &[u8]) {
-        let Some(file) = self.file.as_mut() else {
-            return;
-        };
-        match file.write_all(data) {
-            Ok(()) => self.written += data.len() as u64,
-            Err(e) => {
-                self.file = None;
-                let _ = std::fs::remove_file(&self.temp);
-                self.cache.write_failed(&e);
-                // Waiters need not wait for a transfer that stores nothing.
-                self.guard = None;
-            }
-        }
-    }
-
-    /// The whole body arrived: put the entry in place if every byte is
-    /// there, then evict what no longer fits.
-    pub fn finish(mut self) {
-        let Some(file) = self.file.take() else {
-            return;
-        };
-        drop(file);
-        if self.written != self.expected {
-            let _ = std::fs::remove_file(&self.temp);
-            tracing::debug!(entry = %self.name, written = self.written, expected = self.expected, "not storing a short body");
-            return;
-        }
-        let cache = self.cache.clone();
-        let target = cache.dir.join(&self.name);
-        let mut index = cache.lock();
-        if let Err(e) = std::fs::rename(&self.temp, &target) {
-            drop(index);
-            let _ = std::fs::remove_file(&self.temp);
-            cache.write_failed(&e);
-            return;
-        }
-        index.insert(&self.name, self.written);
-        cache.evict(&mut index, Some(&self.name));
-        cache
-            .metrics
-            .cache_size(index.entries.len() as u64, index.total);
-        tracing::debug!(entry = %self.name, bytes = self.written, "stored");
-    }
-}
-
-impl Drop for Fill {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.temp);
-        }
     }
 }
 

@@ -4,8 +4,7 @@
 //! it.
 
 use crate::access::Access;
-use crate::body::{CachedBody, ProxyBody, ResponseBody};
-use crate::cache::entry::Entry;
+use crate::body::{CachedBody, ProxyBody, ResponseBody, Source};
 use crate::cache::{Fill, Outcome};
 use crate::conn::Busy;
 use crate::error::UpstreamError;
@@ -84,8 +83,9 @@ impl<'a> Exchange<'a> {
         Ok(Response::from_parts(head, body))
     }
 
-    /// Streams the upstream's body to the client, and into `fill` when the
-    /// cache stores it.
+    /// Streams the upstream's body to the client; when the cache stores it,
+    /// `fill` reads the body at the upstream's pace and the client follows
+    /// the fill.
     pub fn stream(
         mut self,
         resp: Response<UpstreamBody>,
@@ -93,26 +93,29 @@ impl<'a> Exchange<'a> {
     ) -> Response<ProxyBody> {
         self.access.status = resp.status().as_u16();
         let (head, body) = resp.into_parts();
-        let body = ResponseBody::new(
-            body,
-            self.live.upstream.body_timeout,
-            self.access,
-            self.busy,
-            fill,
-        );
-        Response::from_parts(head, ProxyBody::Upstream(body))
+        let stall = self.live.upstream.body_timeout;
+        let body = match fill {
+            Some(fill) => {
+                let len = fill.body_len();
+                let source = Source::Filling(fill.start(body, stall));
+                let body = CachedBody::new(source, (0, len), false, self.access, self.busy);
+                ProxyBody::Cached(body)
+            }
+            None => ProxyBody::Upstream(ResponseBody::new(body, stall, self.access, self.busy)),
+        };
+        Response::from_parts(head, body)
     }
 
-    /// Answers with `head` and bytes `start..end` of a stored entry.
+    /// Answers with `head` and body bytes `start..end` from the cache: a
+    /// stored entry, or another request's fill.
     pub fn stored(
         mut self,
         head: response::Parts,
-        entry: Entry,
-        start: u64,
-        end: u64,
+        source: Source,
+        range: (u64, u64),
     ) -> Response<ProxyBody> {
         self.access.status = head.status.as_u16();
-        let body = CachedBody::new(entry, start, end, self.access, self.busy);
+        let body = CachedBody::new(source, range, true, self.access, self.busy);
         Response::from_parts(head, ProxyBody::Cached(body))
     }
 

@@ -60,6 +60,14 @@ pub enum Content {
         /// Opens the gate.
         gate: tokio::sync::watch::Receiver<bool>,
     },
+    /// Like [`Content::Gated`], but once the gate opens the connection
+    /// drops instead of sending the rest.
+    GatedCut {
+        /// Announced length.
+        len: u64,
+        /// Opens the gate.
+        gate: tokio::sync::watch::Receiver<bool>,
+    },
     /// A response with this status and `Location`.
     Redirect(StatusCode, String),
     /// Waits this long before the response head.
@@ -415,6 +423,13 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             if gate.wait_for(|open| *open).await.is_ok() {
                 send_pattern(&tx, first, len, Duration::ZERO, 64 * 1024).await;
             }
+        }),
+        Content::GatedCut { len, mut gate } => streamed(builder, len, head, move |tx| async move {
+            send_pattern(&tx, 0, len.min(64 * 1024), Duration::ZERO, 64 * 1024).await;
+            let _ = gate.wait_for(|open| *open).await;
+            let _ = tx
+                .send(Err(std::io::Error::other("upstream dies mid-body")))
+                .await;
         }),
         Content::Stall { len, sent } => streamed(builder, len, head, move |tx| async move {
             send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;

@@ -11,6 +11,7 @@ use e2e::{cache_section, leak, metric, Setup};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RPM: &str = "/pulp/content/rocky/Packages/h/hello-2.12-1.el9.x86_64.rpm";
 const INRELEASE: &str = "/pulp/content/debian/dists/bookworm/InRelease";
@@ -50,6 +51,18 @@ async fn restart(s: &mut Setup, meanwhile: impl FnOnce()) {
     s.proxy = tokio::task::spawn_blocking(move || Proxy::start(&config, &[]))
         .await
         .unwrap();
+}
+
+/// Waits until `dir` holds `n` finished entries and no temporary file.
+async fn wait_for_entries(dir: &Path, n: usize) {
+    e2e::wait_for(Duration::from_secs(20), "the stored entries", || async {
+        let files = stored_files(dir);
+        let done = files
+            .iter()
+            .all(|p| !p.file_name().unwrap().to_string_lossy().starts_with("tmp-"));
+        (done && files.len() == n).then_some(())
+    })
+    .await
 }
 
 fn stored_files(dir: &Path) -> Vec<PathBuf> {
@@ -232,7 +245,8 @@ async fn truncated_or_abandoned_transfers_are_never_stored() {
     );
     assert_eq!(s.upstream.count(RPM), 2);
 
-    // A client that leaves part way: the fetch stops, nothing is kept.
+    // A client that leaves part way: the fill goes on at the upstream's
+    // pace and is stored.
     let slow = "/pulp/content/rocky/Packages/s/slow-1-1.noarch.rpm";
     s.upstream.put(
         slow,
@@ -250,21 +264,16 @@ async fn truncated_or_abandoned_transfers_are_never_stored() {
         String::from_utf8_lossy(&part[..64.min(part.len())])
     );
     assert!((part.len() as u64) < len);
-    s.upstream.put(slow, Content::Pattern(len));
+    wait_for_entries(&dir, 2).await;
     assert_eq!(
         get_hashed(s.proxy.addr, slow).await.unwrap().2,
         pattern_sha256(len)
     );
     assert_eq!(
         s.upstream.count(slow),
-        2,
-        "the abandoned transfer was not kept"
+        1,
+        "the departed client's fill was kept"
     );
-    assert_eq!(
-        get_hashed(s.proxy.addr, slow).await.unwrap().2,
-        pattern_sha256(len)
-    );
-    assert_eq!(s.upstream.count(slow), 2);
 
     // Only finished entries are in the directory; no temporary file stays.
     let names: Vec<_> = stored_files(&dir)
@@ -295,7 +304,7 @@ async fn concurrent_misses_make_one_upstream_request() {
             .collect();
         let waiting = 7 * (round + 1);
         s.proxy
-            .wait_for_log_count("waiting for another request's fetch", waiting)
+            .wait_for_log_count("following another request's fetch", waiting)
             .await;
         assert_eq!(s.upstream.count(path), 1);
         open.send(true).unwrap();
@@ -331,6 +340,86 @@ async fn concurrent_misses_make_one_upstream_request() {
             .header("if-none-match"),
         ["\"v1\""]
     );
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn a_stalled_first_client_delays_nobody_and_its_fill_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let s = with_cache(&dir, "256 MiB").await;
+    // Far more than the socket buffers hold.
+    let len = 32 << 20;
+    s.upstream.put(RPM, Content::Pattern(len));
+    // The first client reads the head and a little body, then stops
+    // reading and keeps its connection open.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut first = socket.connect(s.proxy.addr).await.unwrap();
+    first
+        .write_all(format!("GET {RPM} HTTP/1.1\r\nHost: p\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // A second client gets the whole file, promptly, and from the fill.
+    let second = tokio::time::timeout(Duration::from_secs(20), get_hashed(s.proxy.addr, RPM))
+        .await
+        .expect("the second client waited for the stalled first one")
+        .unwrap();
+    assert_eq!((second.0.as_u16(), second.1), (200, len));
+    assert_eq!(second.2, pattern_sha256(len));
+    // The fill ran to the end at the upstream's pace and was stored,
+    // while the first client still has not read it.
+    wait_for_entries(&dir, 1).await;
+    assert_eq!(
+        get_hashed(s.proxy.addr, RPM).await.unwrap().2,
+        pattern_sha256(len)
+    );
+    assert_eq!(s.upstream.count(RPM), 1);
+    let fields = cache_fields(&s.proxy.log_text(), RPM);
+    assert_eq!(fields, ["hit", "hit"], "the first is still on its way");
+    drop(first);
+    s.proxy.wait_for_log("cache=miss").await;
+    s.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn a_fill_that_fails_aborts_every_follower_and_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let s = with_cache(&dir, "64 MiB").await;
+    let len = 1 << 20;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    s.upstream.put(RPM, Content::GatedCut { len, gate });
+    let addr = s.proxy.addr;
+    let clients: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(async move { get_hashed(addr, RPM).await }))
+        .collect();
+    s.proxy
+        .wait_for_log_count("following another request's fetch", 2)
+        .await;
+    assert_eq!(s.upstream.count(RPM), 1);
+    // The upstream breaks mid-body: every transfer breaks with it.
+    open.send(true).unwrap();
+    for c in clients {
+        let err = c.await.unwrap().unwrap_err();
+        assert!(err.contains("body broke"), "{err}");
+    }
+    let log = s.proxy.log_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("request aborted") && l.contains("upstream body failed"))
+            .count(),
+        3,
+        "{log}"
+    );
+    // Nothing stored, no temporary file left: the next request fetches.
+    wait_for_entries(&dir, 0).await;
+    s.upstream.put(RPM, Content::Pattern(len));
+    assert_eq!(get_hashed(addr, RPM).await.unwrap().2, pattern_sha256(len));
+    assert_eq!(s.upstream.count(RPM), 2);
     s.assert_no_leaks();
 }
 

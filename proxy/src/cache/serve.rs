@@ -1,11 +1,12 @@
 //! The cache's one entry point for a request: answer from disk when stored
-//! and fresh, after a 304 when stored and not content-addressed, else fetch
-//! (one request per key at a time) and store while streaming.
+//! and fresh, after a 304 when stored and not content-addressed, from
+//! another request's fill while it runs, else fetch (one request per key
+//! at a time) and store while streaming.
 
-use super::entry::{self, Entry, Meta, Ranged};
+use super::entry::{self, Meta, Ranged};
 use super::rules::{self, Freshness, Use};
 use super::{Cache, FetchGuard, Fill, Lookup, Outcome};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, Source};
 use crate::forward::{Exchange, UpstreamBody, UpstreamRequest};
 use crate::policy::Decision;
 use http::{header, request, HeaderMap, HeaderValue, Response, StatusCode};
@@ -37,6 +38,11 @@ pub async fn answer(
             ex.note(Outcome::Bypass);
             ex.forward(Ok(req)).await
         }
+        // Fetched for another request just now: as fresh as a miss.
+        Lookup::Follow(follower) => {
+            ex.note(Outcome::Hit);
+            serve_stored(cache, ex, parts, Source::Filling(follower))
+        }
         Lookup::Miss(guard) => {
             cache.metrics().cache_miss();
             ex.note(Outcome::Miss);
@@ -54,7 +60,7 @@ pub async fn answer(
         } if fetched_meanwhile || entry.meta.freshness == Freshness::Immutable => {
             let age = HeaderValue::from(entry.meta.age());
             ex.note(Outcome::Hit);
-            let mut resp = serve_stored(cache, ex, parts, entry);
+            let mut resp = serve_stored(cache, ex, parts, Source::Stored(entry));
             // Served without asking the upstream (RFC 9111 5.1).
             resp.headers_mut().insert(header::AGE, age);
             resp
@@ -77,7 +83,7 @@ pub async fn answer(
             cache.metrics().cache_revalidation(outcome);
             ex.note(outcome);
             if outcome == Outcome::Revalidated {
-                return serve_stored(cache, ex, parts, entry);
+                return serve_stored(cache, ex, parts, Source::Stored(entry));
             }
             let fill = store(cache, key.clone(), freshness, &resp, None);
             if fill.is_none() && outcome != Outcome::Failed {
@@ -88,23 +94,27 @@ pub async fn answer(
     }
 }
 
-/// Answers from a stored entry: 304 when the client's own validators
-/// match, the requested range, or the whole body.
+/// Answers from a stored entry or a fill: 304 when the client's own
+/// validators match, the requested range, or the whole body.
 fn serve_stored(
     cache: &Cache,
     ex: Exchange<'_>,
     parts: &request::Parts,
-    entry: Entry,
+    source: Source,
 ) -> Response<ProxyBody> {
     cache.metrics().cache_hit();
-    let len = entry.meta.body_len;
+    let meta = match &source {
+        Source::Stored(entry) => &entry.meta,
+        Source::Filling(follower) => follower.meta(),
+    };
+    let len = meta.body_len;
     let (mut head, ()) = Response::new(()).into_parts();
-    for (name, value) in &entry.meta.headers {
+    for (name, value) in &meta.headers {
         head.headers.append(name, value.clone());
     }
     let headers = &mut head.headers;
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let (status, start, end) = if entry::not_modified(&parts.headers, &entry.meta.headers) {
+    let (status, start, end) = if entry::not_modified(&parts.headers, &meta.headers) {
         headers.remove(header::CONTENT_TYPE);
         headers.remove(header::CONTENT_DISPOSITION);
         (StatusCode::NOT_MODIFIED, 0, 0)
@@ -128,7 +138,7 @@ fn serve_stored(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     head.status = status;
-    ex.stored(head, entry, start, end)
+    ex.stored(head, source, (start, end))
 }
 
 fn content_range(range: String) -> HeaderValue {
