@@ -328,8 +328,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_flush(cx);
-        this.sending(cx, result)
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            // A finished flush moved no bytes: the clock of a write still
+            // pending goes on.
+            Poll::Ready(r) => Poll::Ready(r),
+            pending => this.sending(cx, pending),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -432,7 +432,7 @@ impl Follower {
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Follower")
-            .field("entry", &self.growing.meta.key.len())
+            .field("on_disk", &self.progress.borrow().on_disk)
             .finish_non_exhaustive()
     }
 }
