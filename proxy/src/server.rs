@@ -126,20 +126,19 @@ pub async fn serve(
         let conn = http.serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            match conn.await {
-                // hyper ends an idle connection whose read fails without
-                // an error, so a reclaimed one is told by its flag.
-                Err(e) if !slot.activity.reclaimed() => log_connection_error(&metrics, peer, &e),
-                _ if slot.activity.reclaimed() => {
-                    metrics.connection_closed("reclaimed");
-                    tracing::info!(
-                        peer = %peer,
-                        rule = %"reclaimed",
-                        "closed an idle keep-alive connection to admit a new client \
-                         (proxy.max_connections reached)"
-                    );
-                }
-                _ => {}
+            let ended = conn.await;
+            // Told by its flag: hyper ends an idle connection whose read
+            // fails as if the client had closed it.
+            if slot.activity.reclaimed() {
+                metrics.connection_closed("reclaimed");
+                tracing::info!(
+                    peer = %peer,
+                    rule = %"reclaimed",
+                    "closed an idle keep-alive connection to admit a new client \
+                     (proxy.max_connections reached)"
+                );
+            } else if let Err(e) = ended {
+                log_connection_error(&metrics, peer, &e);
             }
             drop((slot, open));
         });
