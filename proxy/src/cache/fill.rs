@@ -446,3 +446,91 @@ impl InFlight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::rules::Freshness;
+    use std::future::poll_fn;
+
+    /// A fill's shared side by hand: a file with `head` bytes before the
+    /// body, and the sender that reports progress.
+    fn filling(head: usize) -> (File, Arc<Growing>, watch::Sender<Progress>) {
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(&vec![0; head], 0).unwrap();
+        let (tx, rx) = watch::channel(Progress {
+            on_disk: 0,
+            state: State::Running,
+        });
+        let meta = Meta::new("k".into(), Freshness::Immutable, 6, &Default::default());
+        let growing = Arc::new(Growing {
+            meta,
+            file: Some(file.try_clone().unwrap()),
+            body_at: head as u64,
+            progress: rx,
+        });
+        (file, growing, tx)
+    }
+
+    async fn read(f: &mut Follower, at: u64) -> Result<Option<Bytes>, FillError> {
+        poll_fn(|cx| f.poll_read(cx, at, 1024)).await
+    }
+
+    #[tokio::test]
+    async fn followers_get_bytes_as_they_reach_the_disk() {
+        let (file, growing, tx) = filling(10);
+        let mut late = Follower::new(growing.clone());
+        let mut early = Follower::new(growing);
+        // Nothing on disk yet: the read waits for the fill.
+        let waiting = tokio::spawn(async move {
+            let got = read(&mut early, 0).await;
+            (early, got)
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        file.write_all_at(b"abc", 10).unwrap();
+        tx.send_modify(|p| p.on_disk = 3);
+        let (mut early, got) = waiting.await.unwrap();
+        assert_eq!(got.unwrap().unwrap(), Bytes::from_static(b"abc"));
+        file.write_all_at(b"def", 13).unwrap();
+        tx.send_modify(|p| p.on_disk = 6);
+        tx.send_modify(|p| p.state = State::Complete);
+        assert_eq!(read(&mut early, 3).await.unwrap().unwrap(), "def");
+        assert!(read(&mut early, 6).await.unwrap().is_none());
+        // One that joins late reads from the start, at its own pace.
+        assert_eq!(read(&mut late, 1).await.unwrap().unwrap(), "bcdef");
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_vanished_fill_is_an_error_never_an_end() {
+        let (file, growing, tx) = filling(4);
+        let mut f = Follower::new(growing.clone());
+        file.write_all_at(b"ab", 4).unwrap();
+        tx.send_modify(|p| p.on_disk = 2);
+        tx.send_modify(|p| p.state = State::Failed(FillError::Stalled(Duration::from_secs(1))));
+        // What is on disk is still read; then the failure, not an end.
+        assert_eq!(read(&mut f, 0).await.unwrap().unwrap(), "ab");
+        assert!(matches!(read(&mut f, 2).await, Err(FillError::Stalled(_))));
+
+        let (_file, growing, tx) = filling(4);
+        let mut f = Follower::new(growing);
+        drop(tx);
+        assert!(matches!(read(&mut f, 0).await, Err(FillError::Gone)));
+
+        // The disk failed: only the first client, with the relay, goes on.
+        let (_file, growing, tx) = filling(4);
+        let mut other = Follower::new(growing.clone());
+        let mut first = Follower::new(growing);
+        let (relay_tx, relay_rx) = mpsc::channel(2);
+        first.relay = Some(relay_rx);
+        tx.send_modify(|p| p.state = State::Relayed);
+        relay_tx
+            .send(Ok(Bytes::from_static(b"rest")))
+            .await
+            .unwrap();
+        drop(relay_tx);
+        assert!(matches!(read(&mut other, 0).await, Err(FillError::Disk)));
+        assert_eq!(read(&mut first, 0).await.unwrap().unwrap(), "rest");
+        assert!(read(&mut first, 4).await.unwrap().is_none());
+    }
+}
