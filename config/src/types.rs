@@ -114,8 +114,9 @@ fn canonical_net(net: IpNet) -> IpNet {
     net
 }
 
-/// An allowed path prefix, always stored with a trailing `/` so that
-/// `/pulp/content/` never matches `/pulp/contentX`. It is plain: no
+/// An allowed path prefix, kept as written: with a trailing `/` it admits
+/// only paths under it, without one it admits itself and the paths under
+/// it; never `/pulp/contentX` for `/pulp/content`. It is plain: no
 /// percent-encoding, dot segments, empty segments or backslashes, so that
 /// comparing it with a normalised request path is a byte comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,18 +150,30 @@ impl PathPrefix {
                 "`{text}` has an empty, `.` or `..` segment; write the plain path"
             ));
         }
-        Ok(Self(format!("{trimmed}/")))
+        // Kept as written (repeated trailing slashes count as one): a
+        // trailing slash is part of what the operator allowed.
+        if text.ends_with('/') {
+            Ok(Self(format!("{trimmed}/")))
+        } else {
+            Ok(Self(trimmed.to_string()))
+        }
     }
 
-    /// The prefix, ending with `/`.
+    /// The prefix as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// Whether a normalised path lies under this prefix (the prefix itself,
-    /// with or without its trailing slash, counts).
+    /// Whether a normalised path starts with this prefix, at a segment
+    /// boundary. A prefix ending in `/` admits only paths under it, never
+    /// the same path without the slash (`/a/b/` does not admit `/a/b`); one
+    /// without admits itself and the paths under it (`/a/b` admits `/a/b`
+    /// and `/a/b/c`, not `/a/bc`).
     pub fn matches(&self, path: &str) -> bool {
-        path.starts_with(&self.0) || path == &self.0[..self.0.len() - 1]
+        match path.strip_prefix(self.0.as_str()) {
+            None => false,
+            Some(rest) => self.0.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        }
     }
 }
 

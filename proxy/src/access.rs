@@ -1,9 +1,12 @@
 //! The access log: one line per request, whatever its outcome. Its fields
 //! are documented once, in `docs/operating.md`. Headers are never logged:
-//! the proxy's own `Authorization` is among them once rewritten.
+//! the proxy's own `Authorization` is among them once rewritten. Every
+//! field a client chose goes through [`Field`], so no request can end a log
+//! line early, start a forged one, or hide text from whoever reads the log.
 
 use crate::cache::Outcome;
 use crate::metrics::Metrics;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,8 +64,8 @@ impl Access {
             Ok(()) => tracing::info!(
                 target: "access",
                 peer = %self.peer,
-                method = %self.method,
-                path = %self.path,
+                method = %Field(self.method.as_str()),
+                path = %Field(&self.path),
                 status = self.status,
                 bytes,
                 duration_ms,
@@ -73,8 +76,8 @@ impl Access {
             Err(why) => tracing::warn!(
                 target: "access",
                 peer = %self.peer,
-                method = %self.method,
-                path = %self.path,
+                method = %Field(self.method.as_str()),
+                path = %Field(&self.path),
                 status = self.status,
                 bytes,
                 duration_ms,
@@ -83,6 +86,51 @@ impl Access {
                 outcome = %why,
                 "request aborted"
             ),
+        }
+    }
+}
+
+/// A client-controlled log field, escaped for both log formats: printable
+/// ASCII stays as it is (`\\` doubled, so an escape cannot be forged);
+/// every other character becomes `\u{HEX}`. That covers the C0 and C1
+/// controls, DEL, U+2028 and U+2029 (line breaks to some log viewers and
+/// to JavaScript), bidirectional overrides and look-alikes, which JSON
+/// encoders leave raw.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a>(pub &'a str);
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                ' '..='~' => f.write_char(c)?,
+                _ => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Field;
+
+    #[test]
+    fn fields_escape_what_could_forge_or_hide_a_line() {
+        for (raw, want) in [
+            ("/pulp/content/a", "/pulp/content/a"),
+            ("a\nb\rc", "a\\u{a}b\\u{d}c"),
+            (
+                "a\u{85}b\u{2028}c\u{2029}d",
+                "a\\u{85}b\\u{2028}c\\u{2029}d",
+            ),
+            ("\u{7f}\u{1b}[31m\u{202e}x", "\\u{7f}\\u{1b}[31m\\u{202e}x"),
+            ("back\\slash\\u{a}", "back\\\\slash\\\\u{a}"),
+            ("caf\u{e9}", "caf\\u{e9}"),
+        ] {
+            assert_eq!(Field(raw).to_string(), want, "{raw:?}");
         }
     }
 }

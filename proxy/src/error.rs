@@ -86,12 +86,13 @@ pub enum Refusal {
     Method,
     /// Absolute-form, authority-form or asterisk-form request target.
     TargetForm,
-    /// A path that cannot be normalised safely (encoded `/`, `\`, dot
-    /// segments, invalid escapes, escaping the root).
+    /// A target that cannot be normalised safely (raw non-ASCII, encoded
+    /// `/`, `\`, dot segments plain, encoded or disguised, escapes that are
+    /// invalid or not UTF-8, escaping the root).
     BadPath(&'static str),
     /// A clean path outside `proxy.allowed_paths`.
     PathNotAllowed,
-    /// Zero or several `Host` headers.
+    /// Zero or several `Host` headers, or one that is not `host[:port]`.
     Host(&'static str),
     /// GET and HEAD carry no body here.
     Body,

@@ -1,10 +1,12 @@
 //! The proxy's own endpoints, answered locally and never forwarded. They
-//! are matched on the exact path before the request policy runs, so
-//! `proxy.allowed_paths` neither allows nor forbids them:
+//! are matched on the exact path after the request-shape rules
+//! (`policy::shape`: origin-form, `Host`, no body, `GET`/`HEAD`) and before
+//! the path rules, so `proxy.allowed_paths` neither allows nor forbids them:
 //! - `GET /healthz`: 200 while the proxy serves;
 //! - `GET /readyz`: 200 when an authenticated probe of the upstream's
 //!   status endpoint succeeded within `proxy.readiness_cache_secs`, else
-//!   503 with the reason;
+//!   503 with one word from [`NotReady::reason`]; the cause goes to the log
+//!   only, as for any other upstream failure;
 //! - `GET /metrics`: Prometheus text (unless `proxy.metrics_listen` moves it).
 
 use crate::body::ProxyBody;
@@ -56,6 +58,24 @@ pub enum NotReady {
     Status(StatusCode),
 }
 
+impl NotReady {
+    /// The one word `/readyz` tells its client, from a fixed set (listed in
+    /// `docs/operating.md`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NotReady::Upstream(e) => match e {
+                UpstreamError::CredentialsRefused(_) => "credentials-refused",
+                UpstreamError::Certificate(_) => "bad-certificate",
+                UpstreamError::Tls(_) => "tls",
+                UpstreamError::Refused(_) | UpstreamError::Dns(_) => "unreachable",
+                UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => "timeout",
+                UpstreamError::Other(_) => "upstream-error",
+            },
+            NotReady::Status(_) => "status",
+        }
+    }
+}
+
 /// The outcome of the last upstream probe, reused for a while.
 pub struct Readiness {
     ttl: Duration,
@@ -87,6 +107,9 @@ impl Readiness {
             }
         }
         let result = probe(upstream, auth).await;
+        if let Err(why) = &result {
+            tracing::warn!(reason = %why.reason(), "readiness probe failed: {why}");
+        }
         *last = Some((Instant::now(), result.clone()));
         result
     }
@@ -107,9 +130,10 @@ async fn probe(upstream: &Upstream, auth: &BasicAuth) -> Result<(), NotReady> {
     }
 }
 
-/// Answers a local endpoint on the main listener. `None` when the request
-/// names none (or `/metrics` lives on its own listener): the request goes
-/// on to the policy.
+/// Answers a local endpoint on the main listener, for a request that
+/// passed `policy::shape`. `None` when the request names none (or
+/// `/metrics` lives on its own listener): the request goes on to the path
+/// rules.
 pub async fn answer(state: &State, parts: &request::Parts) -> Option<Response<ProxyBody>> {
     let endpoint = Endpoint::of(parts)?;
     if endpoint == Endpoint::Metrics && !state.serve_metrics {
@@ -118,7 +142,8 @@ pub async fn answer(state: &State, parts: &request::Parts) -> Option<Response<Pr
     Some(respond(state, endpoint).await)
 }
 
-/// Answers on `proxy.metrics_listen`: `/metrics` and `/healthz` only.
+/// Answers on `proxy.metrics_listen`, for a request that passed
+/// `policy::shape`: `/metrics` and `/healthz` only.
 pub async fn metrics_only(state: &State, parts: &request::Parts) -> Response<ProxyBody> {
     match Endpoint::of(parts) {
         Some(e @ (Endpoint::Metrics | Endpoint::Health)) => respond(state, e).await,
@@ -141,7 +166,7 @@ async fn respond(state: &State, endpoint: Endpoint) -> Response<ProxyBody> {
                 Ok(()) => text(StatusCode::OK, "ready\n".into(), TEXT),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
+                    format!("not ready: {}\n", why.reason()),
                     TEXT,
                 ),
             }

@@ -4,7 +4,7 @@
 //! request written here, so nothing the upstream or the TLS stack says can
 //! reach the client.
 
-use crate::access::Access;
+use crate::access::{Access, Field};
 use crate::body::ProxyBody;
 use crate::error::{ProxyError, Refusal, UpstreamError};
 use crate::metrics::Metrics;
@@ -56,9 +56,11 @@ pub fn answer(err: &ProxyError) -> Answer {
             Refusal::PathNotAllowed => {
                 Answer::new(S::FORBIDDEN, "this path is not served by this proxy", false)
             }
-            Refusal::Host(_) => {
-                Answer::new(S::BAD_REQUEST, "exactly one Host header is required", true)
-            }
+            Refusal::Host(_) => Answer::new(
+                S::BAD_REQUEST,
+                "exactly one valid Host header is required",
+                true,
+            ),
             Refusal::Body => Answer::new(
                 S::BAD_REQUEST,
                 "GET and HEAD requests must not have a body",
@@ -134,8 +136,8 @@ pub fn refused(
     tracing::info!(
         target: "access",
         peer = %peer,
-        method = %parts.method,
-        target = ?shorten(&parts.uri.to_string()),
+        method = %Field(parts.method.as_str()),
+        target = %Field(shorten(&parts.uri.to_string())),
         status,
         rule = %refusal.rule(),
         reason = %refusal,
@@ -153,8 +155,8 @@ pub fn failed(access: Access, cause: &UpstreamError) -> Response<ProxyBody> {
     tracing::error!(
         target: "access",
         peer = %access.peer,
-        method = %access.method,
-        path = %access.path,
+        method = %Field(access.method.as_str()),
+        path = %Field(&access.path),
         status,
         kind = %cause.kind(),
         duration_ms = access.started.elapsed().as_millis() as u64,

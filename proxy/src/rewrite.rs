@@ -1,11 +1,16 @@
 //! Header rewriting in both directions.
 //!
-//! Towards the upstream: the client's own credentials and cookies, and
-//! every hop-by-hop header (including the names a `Connection` header
-//! lists), are dropped; then `Host` is set to the upstream's authority;
-//! then the proxy's `Authorization` is added. The order matters: strip
-//! before inject, so nothing the client sends can replace or accompany the
-//! proxy's credentials.
+//! Towards the upstream: only the client headers in [`FORWARDED`] pass
+//! (range and conditional requests, and `Cache-Control`); everything else
+//! the client sent is dropped: its own credentials and cookies, hop-by-hop
+//! headers, method and URL overrides, forwarding headers, and whatever
+//! else could vary or poison a response the cache keeps under a key of
+//! user name and URL alone. Then `Host` is set to the upstream's
+//! authority; then the proxy's `Authorization` is added. The order
+//! matters: strip before inject, so nothing the client sends can replace
+//! or accompany the proxy's credentials. No `X-Forwarded-For` or
+//! `Forwarded` is sent: the peer is a build container, which Pulp has no
+//! use for, and the client's own claims are not passed on.
 
 use crate::credentials::BasicAuth;
 use crate::error::UpstreamError;
@@ -30,16 +35,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// Client headers that must never reach the upstream besides the
-/// hop-by-hop ones: the client's own credentials and cookies, and the
-/// framing and routing headers the proxy sets itself.
-const CLIENT_ONLY: [HeaderName; 6] = [
-    header::AUTHORIZATION,
-    header::COOKIE,
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
-    header::EXPECT,
+/// The client headers that reach the upstream; every other one is
+/// dropped. Each is one the cache answers or bypasses on itself
+/// (`cache::rules::request_use`, `cache::serve::revalidating`) or one that
+/// selects no representation (`Cache-Control` says how fresh, not what):
+/// none can make the upstream send a body that a cache entry, keyed by
+/// user name and URL, would then hand to another client. `Accept`,
+/// `Accept-Encoding`, `User-Agent` and the like are dropped because they
+/// can (the cache stores only identity-encoded, non-varying responses
+/// anyway).
+const FORWARDED: [HeaderName; 7] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::CACHE_CONTROL,
 ];
 
 /// Builds the upstream request from a checked request head.
@@ -49,13 +61,13 @@ pub fn to_upstream(
     upstream: &Upstream,
     auth: &BasicAuth,
 ) -> Result<Request<Empty<Bytes>>, UpstreamError> {
-    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 2);
+    let mut headers = HeaderMap::with_capacity(FORWARDED.len() + 2);
+    // A listed name stays hop-by-hop even when it is on the allow-list.
     let listed = connection_listed(&parts.headers);
     for (name, value) in &parts.headers {
-        if HOP_BY_HOP.contains(name) || CLIENT_ONLY.contains(name) || listed.contains(name) {
-            continue;
+        if FORWARDED.contains(name) && !listed.contains(name) {
+            headers.append(name.clone(), value.clone());
         }
-        headers.append(name.clone(), value.clone());
     }
     // Strip (above) before inject (in `authorized`).
     authorized(

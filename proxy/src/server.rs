@@ -16,7 +16,7 @@ use crate::conn::{Activity, Deadline, Deadlines, TimedIo};
 use crate::error::Refusal;
 use crate::metrics::Metrics;
 use crate::state::State;
-use crate::{health, respond, service};
+use crate::{respond, service};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -118,7 +118,7 @@ pub async fn serve(
                         let (parts, _) = req.into_parts();
                         respond::refused(&state.metrics, peer, &parts, Refusal::Client)
                     }
-                    Role::Metrics => health::metrics_only(&state, &req.into_parts().0).await,
+                    Role::Metrics => service::metrics(state, peer, req).await,
                 };
                 Ok::<_, std::convert::Infallible>(resp)
             }

@@ -1,8 +1,9 @@
 //! One request through the phases, in order:
-//! local endpoints (`health`) -> `policy` (refuse early) -> `rewrite`
-//! (strip, then inject) -> `cache` when on (answer from disk, revalidate,
-//! or wait for another request's fetch) or straight to `forward` (send
-//! with timeouts, stream back) -> `respond` for every failure.
+//! `policy::shape` (every request, local or forwarded) -> local endpoints
+//! (`health`) -> `policy::path` (refuse early) -> `rewrite` (strip, then
+//! inject) -> `cache` when on (answer from disk, revalidate, or wait for
+//! another request's fetch) or straight to `forward` (send with timeouts,
+//! stream back) -> `respond` for every failure.
 
 use crate::access::Access;
 use crate::body::ProxyBody;
@@ -28,11 +29,15 @@ pub async fn handle(
     // so the request body is dropped unread.
     let (parts, _body) = req.into_parts();
 
+    if let Err(refusal) = policy::shape(&parts, state.max_url_bytes) {
+        return respond::refused(&state.metrics, peer, &parts, refusal);
+    }
+
     if let Some(resp) = health::answer(&state, &parts).await {
         return resp;
     }
 
-    let decision = match policy::check(&parts, &state.allowed_paths, state.max_url_bytes) {
+    let decision = match policy::path(&parts, &state.allowed_paths) {
         Ok(d) => d,
         Err(refusal) => return respond::refused(&state.metrics, peer, &parts, refusal),
     };
@@ -46,4 +51,18 @@ pub async fn handle(
         Some(c) => cache::answer(c, exchange, &parts, &decision, upstream_req).await,
         None => exchange.forward(upstream_req).await,
     }
+}
+
+/// Handles one request on `proxy.metrics_listen`: `policy::shape`, then
+/// `/metrics` or `/healthz`.
+pub async fn metrics(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (parts, _body) = req.into_parts();
+    if let Err(refusal) = policy::shape(&parts, state.max_url_bytes) {
+        return respond::refused(&state.metrics, peer, &parts, refusal);
+    }
+    health::metrics_only(&state, &parts).await
 }

@@ -260,3 +260,41 @@ async fn sigterm_lets_in_flight_transfers_finish() {
     );
     s.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn only_allow_listed_client_headers_reach_the_upstream() {
+    let s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/f", Content::Bytes("0123456789".into()));
+    let dropped = [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "PUT"),
+        ("x-original-url", "/pulp/api/v3/users/"),
+        ("x-rewrite-url", "/pulp/api/v3/users/"),
+        ("forwarded", "for=203.0.113.9;host=evil.example;proto=http"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-port", "80"),
+        ("x-forwarded-prefix", "/evil"),
+        ("x-real-ip", "203.0.113.9"),
+        ("accept", "text/html"),
+        ("accept-encoding", "gzip"),
+        ("user-agent", "reflect-me"),
+        ("x-reflected", "poison"),
+    ];
+    let mut headers = dropped.to_vec();
+    headers.push(("range", "bytes=2-5"));
+    let got = send(s.proxy.addr, "GET", "/pulp/content/f", &headers).await;
+    assert_eq!(got.status, 206);
+    assert_eq!(got.body, "2345");
+    let r = &s.upstream.requests()[0];
+    let mut names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    // The proxy sets no forwarding header of its own either.
+    assert_eq!(names, ["authorization", "host", "range"], "{:?}", r.headers);
+    assert_eq!(r.header("authorization"), vec![basic_header()]);
+    s.saw(&got);
+    s.assert_no_leaks();
+}

@@ -38,7 +38,7 @@ fn client_net_canonicalises_mapped_ipv6() {
 #[test]
 fn path_prefix_is_plain_and_segment_bounded() {
     let p = PathPrefix::parse("/pulp/content").unwrap();
-    assert_eq!(p.as_str(), "/pulp/content/");
+    assert_eq!(p.as_str(), "/pulp/content");
     assert!(p.matches("/pulp/content/x"));
     assert!(p.matches("/pulp/content"));
     assert!(!p.matches("/pulp/contentX"));
@@ -92,4 +92,23 @@ fn http_url_omits_port_80_and_brackets_ipv6() {
     assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
     assert_eq!(url("[::1]:80"), "http://[::1]");
     assert_eq!(url("[2001:db8::3]:8080"), "http://[2001:db8::3]:8080");
+}
+
+#[test]
+fn path_prefix_with_a_slash_admits_only_what_is_under_it() {
+    let p = PathPrefix::parse("/pulp/api/v3/status/").unwrap();
+    assert_eq!(p.as_str(), "/pulp/api/v3/status/");
+    assert!(p.matches("/pulp/api/v3/status/"));
+    assert!(p.matches("/pulp/api/v3/status/x"));
+    assert!(!p.matches("/pulp/api/v3/status"));
+    assert!(!p.matches("/pulp/api/v3/statusX"));
+    // Repeated trailing slashes count as one.
+    assert_eq!(
+        PathPrefix::parse("/pulp/content//").unwrap().as_str(),
+        "/pulp/content/"
+    );
+    let bare = PathPrefix::parse("/pulp/content").unwrap();
+    assert!(bare.matches("/pulp/content"));
+    assert!(bare.matches("/pulp/content/"));
+    assert!(!bare.matches("/pulp"));
 }

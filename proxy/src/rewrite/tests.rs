@@ -37,8 +37,8 @@ fn strips_client_credentials_and_hop_by_hop_then_injects() {
         .header("x-secret-hop", "1")
         .header("te", "trailers")
         .header("range", "bytes=0-1")
-        .header("accept", "a")
-        .header("accept", "b")
+        .header("if-none-match", "\"a\"")
+        .header("if-none-match", "\"b\"")
         .body(())
         .unwrap();
     let (parts, ()) = req.into_parts();
@@ -67,7 +67,7 @@ fn strips_client_credentials_and_hop_by_hop_then_injects() {
     }
     assert_eq!(h["range"], "bytes=0-1");
     assert_eq!(
-        h.get_all("accept").iter().count(),
+        h.get_all("if-none-match").iter().count(),
         2,
         "repeated headers kept"
     );
@@ -121,4 +121,61 @@ fn redirects_into_the_upstream_come_back_through_the_proxy() {
         let got = redirect(&HeaderValue::from_static(loc), o, base);
         assert_eq!(got.as_ref().map(|v| v.to_str().unwrap()), want, "{loc}");
     }
+}
+
+#[test]
+fn only_the_allow_list_reaches_the_upstream() {
+    let mut req = Request::builder()
+        .uri("/pulp/content/a")
+        .header("host", "proxy");
+    let passed = [
+        ("range", "bytes=0-1"),
+        ("if-range", "\"e\""),
+        ("if-match", "\"e\""),
+        ("if-none-match", "\"e\""),
+        ("if-modified-since", "Tue, 01 Dec 2026 00:00:00 GMT"),
+        ("if-unmodified-since", "Tue, 01 Dec 2026 00:00:00 GMT"),
+        ("cache-control", "no-cache"),
+    ];
+    let dropped = [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("x-original-url", "/pulp/api/v3/users/"),
+        ("x-rewrite-url", "/pulp/api/v3/users/"),
+        ("forwarded", "for=203.0.113.9;host=evil.example"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-prefix", "/evil"),
+        ("x-forwarded-anything", "1"),
+        ("x-real-ip", "203.0.113.9"),
+        ("accept", "text/html"),
+        ("accept-encoding", "gzip"),
+        ("user-agent", "<script>"),
+        ("x-reflected", "poison"),
+        ("expect", "100-continue"),
+    ];
+    for (k, v) in passed.iter().chain(dropped.iter()) {
+        req = req.header(*k, *v);
+    }
+    // Listed in `Connection`: hop-by-hop, even on the allow-list.
+    req = req.header("connection", "cache-control");
+    let (parts, ()) = req.body(()).unwrap().into_parts();
+    let decision = Decision {
+        path: "/pulp/content/a".into(),
+        query: None,
+    };
+    let auth = BasicAuth::new("ci-user", &SecretString::from("fake:@/%+ pw"));
+    let out = to_upstream(&parts, &decision, &upstream(), &auth).unwrap();
+    let mut names: Vec<&str> = out.headers().keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    let mut want: Vec<&str> = passed
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| *k != "cache-control")
+        .chain(["authorization", "host"])
+        .collect();
+    want.sort_unstable();
+    assert_eq!(names, want);
 }
