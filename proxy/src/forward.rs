@@ -9,7 +9,7 @@ use crate::cache::{Fill, Outcome};
 use crate::conn::Busy;
 use crate::error::UpstreamError;
 use crate::state::{Live, State};
-use crate::{respond, rewrite};
+use crate::{framing, respond, rewrite};
 use bytes::Bytes;
 use http::{header, response, Request, Response};
 use http_body_util::Empty;
@@ -55,7 +55,9 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// The upstream's answer to `req`, its head rewritten for the client.
+    /// The upstream's answer to `req`, its head rewritten for the client:
+    /// refused unless its framing can be forwarded faithfully, stripped
+    /// of hop-by-hop headers and cookies.
     pub async fn send(
         &mut self,
         req: UpstreamRequest,
@@ -63,12 +65,18 @@ impl<'a> Exchange<'a> {
         let upstream = &self.live.upstream;
         let sent = Instant::now();
         let result = match req {
-            Ok(req) => upstream.send(req).await,
+            Ok(req) => {
+                let method = req.method().clone();
+                upstream.send(req).await.map(|resp| (method, resp))
+            }
             Err(e) => Err(e),
         };
         self.access.upstream = Some(sent.elapsed());
-        let resp = result?;
+        let (method, resp) = result?;
         self.state.metrics.upstream_latency(sent.elapsed());
+        // Before the headers are rewritten: the check reads the framing
+        // headers that `from_upstream` removes.
+        framing::check(&method, resp.status(), resp.headers()).map_err(UpstreamError::Framing)?;
         let (mut head, body) = resp.into_parts();
         rewrite::from_upstream(&mut head.headers);
         if head.status.is_redirection() {

@@ -7,8 +7,8 @@
 //! [`policy`] (refuse early) -> [`rewrite`] (strip client credentials and
 //! hop-by-hop headers, then inject ours) -> [`cache`] when on, or
 //! [`forward`] (send through [`upstream`]: pooled, verified TLS, timeouts;
-//! stream back through [`body`]) -> [`respond`] (the one place outcomes
-//! become statuses). [`server`] runs the accept loop; `main` binds (via
+//! refuse what [`framing`] cannot forward; stream back through [`body`])
+//! -> [`respond`] (the one place outcomes become statuses). [`server`] runs the accept loop; `main` binds (via
 //! [`listener`]) and hands it a listener.
 
 #![warn(missing_docs)]
@@ -20,6 +20,7 @@ pub mod conn;
 pub mod credentials;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod health;
 pub mod listener;
 pub mod metrics;
