@@ -8,20 +8,21 @@ use crate::body::{CachedBody, ProxyBody, ResponseBody, Source};
 use crate::cache::{Fill, Outcome};
 use crate::conn::Busy;
 use crate::error::UpstreamError;
+use crate::scrub::{self, ScrubbedBody};
 use crate::state::{Live, State};
 use crate::{framing, respond, rewrite};
 use bytes::Bytes;
 use http::{header, response, Request, Response};
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use std::time::Instant;
 
 /// The request as `rewrite` built it for the upstream.
 pub type UpstreamRequest = Result<Request<Empty<Bytes>>, UpstreamError>;
 
 /// An upstream response body as the rest of the proxy sees it: what the
-/// client is sent and what the cache stores.
-pub type UpstreamBody = Incoming;
+/// client is sent and what the cache stores, already searched for the
+/// proxy's credential (`scrub`), so neither ever holds it.
+pub type UpstreamBody = ScrubbedBody;
 
 /// One forwarded request on its way.
 pub struct Exchange<'a> {
@@ -57,7 +58,8 @@ impl<'a> Exchange<'a> {
 
     /// The upstream's answer to `req`, its head rewritten for the client:
     /// refused unless its framing can be forwarded faithfully, stripped
-    /// of hop-by-hop headers and cookies.
+    /// of hop-by-hop headers and cookies, and scrubbed of the proxy's
+    /// credential, head and body.
     pub async fn send(
         &mut self,
         req: UpstreamRequest,
@@ -79,6 +81,9 @@ impl<'a> Exchange<'a> {
         framing::check(&method, resp.status(), resp.headers()).map_err(UpstreamError::Framing)?;
         let (mut head, body) = resp.into_parts();
         rewrite::from_upstream(&mut head.headers);
+        let forms = self.live.auth.forms();
+        scrub::head(&mut head, forms, &self.access.path);
+        let body = ScrubbedBody::new(body, forms.clone(), &self.access.path);
         if head.status.is_redirection() {
             let moved = head
                 .headers
