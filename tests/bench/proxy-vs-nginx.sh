@@ -24,8 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${REPS:-3}
 DUR=${DUR:-8}
-proxy_bin=$PWD/target/release/pulp-auth-proxy
-[[ -x $proxy_bin ]] || { echo "build first: cargo build --release --workspace --bins" >&2; exit 2; }
+# PROXY_BIN= for a build elsewhere (a CARGO_TARGET_DIR of its own).
+proxy_bin=$(realpath -m "${PROXY_BIN:-$PWD/target/release/pulp-auth-proxy}")
+[[ -x $proxy_bin ]] || { echo "build first: cargo build --release --workspace --bins (or set PROXY_BIN=)" >&2; exit 2; }
 before_bin=${BEFORE_BIN:-}
 if [[ -n $before_bin ]]; then
     [[ -x $before_bin ]] || { echo "BEFORE_BIN=$before_bin is not an executable; point it at an older pulp-auth-proxy build" >&2; exit 2; }
