@@ -152,8 +152,44 @@ pub enum UpstreamError {
     ResponseTimeout,
     /// The upstream answered 401 or 403: the credentials were refused.
     CredentialsRefused(http::StatusCode),
+    /// The response is framed in a way the proxy cannot forward faithfully.
+    Framing(Framing),
     /// Any other failure, with its cause chain.
     Other(String),
+}
+
+/// Response framing the proxy refuses to forward (see `framing`): with
+/// any of these, the bytes the client would get are not what the upstream
+/// meant as the content, or their end cannot be told from a cut
+/// connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A 1xx status as the final answer to a plain request (`101
+    /// Switching Protocols`: what follows is another protocol).
+    Informational(http::StatusCode),
+    /// A transfer coding other than `chunked` alone (`gzip, chunked`,
+    /// `chunked, gzip`, `identity`, `chunked` twice).
+    TransferCoding,
+    /// Neither `Content-Length` nor chunked: the body ends when the
+    /// connection does, so a cut connection looks like a complete file.
+    CloseDelimited,
+}
+
+impl fmt::Display for Framing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Framing::Informational(s) => write!(
+                f,
+                "the upstream answered {s} to a plain request; only final answers are forwarded"
+            ),
+            Framing::TransferCoding => f.write_str(
+                "the upstream used a transfer coding other than `chunked` alone (e.g. gzip); only Content-Length and chunked bodies are forwarded",
+            ),
+            Framing::CloseDelimited => f.write_str(
+                "the upstream sent a body with neither Content-Length nor chunked framing, whose end cannot be told from a cut connection; configure the upstream to send Content-Length or chunked",
+            ),
+        }
+    }
 }
 
 impl UpstreamError {
@@ -167,6 +203,7 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "connect-timeout",
             UpstreamError::ResponseTimeout => "response-timeout",
             UpstreamError::CredentialsRefused(_) => "credentials-refused",
+            UpstreamError::Framing(_) => "framing",
             UpstreamError::Other(_) => "other",
         }
     }
@@ -192,6 +229,7 @@ impl fmt::Display for UpstreamError {
                 f,
                 "the upstream refused the proxy's credentials ({s}); check upstream.username and the password source"
             ),
+            UpstreamError::Framing(why) => write!(f, "upstream response refused: {why}"),
             UpstreamError::Other(e) => write!(f, "upstream request failed: {e}"),
         }
     }

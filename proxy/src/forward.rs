@@ -8,20 +8,21 @@ use crate::body::{CachedBody, ProxyBody, ResponseBody, Source};
 use crate::cache::{Fill, Outcome};
 use crate::conn::Busy;
 use crate::error::UpstreamError;
+use crate::scrub::{self, ScrubbedBody};
 use crate::state::{Live, State};
-use crate::{respond, rewrite};
+use crate::{framing, respond, rewrite};
 use bytes::Bytes;
 use http::{header, response, Request, Response};
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use std::time::Instant;
 
 /// The request as `rewrite` built it for the upstream.
 pub type UpstreamRequest = Result<Request<Empty<Bytes>>, UpstreamError>;
 
 /// An upstream response body as the rest of the proxy sees it: what the
-/// client is sent and what the cache stores.
-pub type UpstreamBody = Incoming;
+/// client is sent and what the cache stores, already searched for the
+/// proxy's credential (`scrub`), so neither ever holds it.
+pub type UpstreamBody = ScrubbedBody;
 
 /// One forwarded request on its way.
 pub struct Exchange<'a> {
@@ -55,7 +56,10 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// The upstream's answer to `req`, its head rewritten for the client.
+    /// The upstream's answer to `req`, its head rewritten for the client:
+    /// refused unless its framing can be forwarded faithfully, stripped
+    /// of hop-by-hop headers and cookies, and scrubbed of the proxy's
+    /// credential, head and body.
     pub async fn send(
         &mut self,
         req: UpstreamRequest,
@@ -63,14 +67,23 @@ impl<'a> Exchange<'a> {
         let upstream = &self.live.upstream;
         let sent = Instant::now();
         let result = match req {
-            Ok(req) => upstream.send(req).await,
+            Ok(req) => {
+                let method = req.method().clone();
+                upstream.send(req).await.map(|resp| (method, resp))
+            }
             Err(e) => Err(e),
         };
         self.access.upstream = Some(sent.elapsed());
-        let resp = result?;
+        let (method, resp) = result?;
         self.state.metrics.upstream_latency(sent.elapsed());
+        // Before the headers are rewritten: the check reads the framing
+        // headers that `from_upstream` removes.
+        framing::check(&method, resp.status(), resp.headers()).map_err(UpstreamError::Framing)?;
         let (mut head, body) = resp.into_parts();
         rewrite::from_upstream(&mut head.headers);
+        let forms = self.live.auth.forms();
+        scrub::head(&mut head, forms, &self.access.path);
+        let body = ScrubbedBody::new(body, forms.clone(), &self.access.path);
         if head.status.is_redirection() {
             let moved = head
                 .headers

@@ -7,9 +7,10 @@
 //! [`policy`] (refuse early) -> [`rewrite`] (strip client credentials and
 //! hop-by-hop headers, then inject ours) -> [`cache`] when on, or
 //! [`forward`] (send through [`upstream`]: pooled, verified TLS, timeouts;
-//! stream back through [`body`]) -> [`respond`] (the one place outcomes
-//! become statuses). [`server`] runs the accept loop; `main` binds (via
-//! [`listener`]) and hands it a listener.
+//! refuse what [`framing`] cannot forward, [`scrub`] the credential out of
+//! the answer; stream back through [`body`]) -> [`respond`] (the one place
+//! outcomes become statuses). [`server`] runs the accept loop; `main` binds
+//! (via [`listener`]) and hands it a listener.
 
 #![warn(missing_docs)]
 
@@ -20,12 +21,14 @@ pub mod conn;
 pub mod credentials;
 pub mod error;
 pub mod forward;
+pub mod framing;
 pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod respond;
 pub mod rewrite;
+pub mod scrub;
 pub mod server;
 pub mod service;
 pub mod state;

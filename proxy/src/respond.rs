@@ -82,6 +82,11 @@ pub fn answer(err: &ProxyError) -> Answer {
                 "the upstream refused the proxy's credentials",
                 false,
             ),
+            UpstreamError::Framing(_) => Answer::new(
+                S::BAD_GATEWAY,
+                "the upstream's response could not be forwarded faithfully",
+                false,
+            ),
             UpstreamError::Certificate(_)
             | UpstreamError::Tls(_)
             | UpstreamError::Refused(_)
@@ -219,6 +224,10 @@ mod tests {
             (UpstreamError::Other(secret.into()), StatusCode::BAD_GATEWAY),
             (
                 UpstreamError::CredentialsRefused(StatusCode::FORBIDDEN),
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                UpstreamError::Framing(crate::error::Framing::TransferCoding),
                 StatusCode::BAD_GATEWAY,
             ),
         ] {

@@ -111,14 +111,28 @@ fn authorized(
     Ok(req)
 }
 
-/// Drops hop-by-hop headers from the upstream's response. `Content-Length`
-/// stays so the client can tell a complete body from a truncated one.
+/// Drops hop-by-hop headers and cookies from the upstream's response.
+///
+/// `Content-Length` stays so the client can tell a complete body from a
+/// truncated one, except beside a `Transfer-Encoding` (RFC 9112 6.3): hyper
+/// then reads the body as chunked and ignores the length, so the length
+/// may be anything, and forwarding it would let a client stop early at a
+/// complete-looking short file. `Transfer-Encoding` itself describes the
+/// upstream hop; the server side frames the body anew.
+///
+/// `Set-Cookie` goes because every client shares the proxy's one
+/// credential: no session may bind to it, and no client may receive a
+/// cookie another client's request earned.
 pub fn from_upstream(headers: &mut HeaderMap) {
     let listed = connection_listed(headers);
     for name in HOP_BY_HOP.iter().chain(listed.iter()) {
         headers.remove(name);
     }
-    headers.remove(header::TRANSFER_ENCODING);
+    if headers.remove(header::TRANSFER_ENCODING).is_some() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    headers.remove(header::SET_COOKIE);
+    headers.remove(HeaderName::from_static("set-cookie2"));
 }
 
 /// Maps a redirect that points back into the upstream (absolute URL on the

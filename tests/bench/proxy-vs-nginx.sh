@@ -9,18 +9,29 @@
 #                   proxy_pass + proxy_set_header Authorization, no upstream keepalive
 #   nginx-tuned     the same with upstream keepalive and HTTP/1.1
 #   pulp-auth-proxy this project (release build)
+#   pulp-auth-proxy-before  with BEFORE_BIN=/path/to/pulp-auth-proxy: an
+#                   older build of this project, same config, same run, so
+#                   a change's cost is measured against the same machine
+#                   state
 # Measures: small-file requests/s and p50/p99 latency at 64 connections
 # (wrk), 4 MiB files at 8 concurrent clients (MB/s), one 256 MiB stream
 # (MB/s), the front end's peak RSS and CPU seconds per GiB streamed.
 #
 #   cargo build --release --workspace --bins
 #   tests/bench/proxy-vs-nginx.sh            # REPS=3 DUR=8 by default
+#   BEFORE_BIN=/path/to/old/pulp-auth-proxy tests/bench/proxy-vs-nginx.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${REPS:-3}
 DUR=${DUR:-8}
-proxy_bin=$PWD/target/release/pulp-auth-proxy
-[[ -x $proxy_bin ]] || { echo "build first: cargo build --release --workspace --bins" >&2; exit 2; }
+# PROXY_BIN= for a build elsewhere (a CARGO_TARGET_DIR of its own).
+proxy_bin=$(realpath -m "${PROXY_BIN:-$PWD/target/release/pulp-auth-proxy}")
+[[ -x $proxy_bin ]] || { echo "build first: cargo build --release --workspace --bins (or set PROXY_BIN=)" >&2; exit 2; }
+before_bin=${BEFORE_BIN:-}
+if [[ -n $before_bin ]]; then
+    [[ -x $before_bin ]] || { echo "BEFORE_BIN=$before_bin is not an executable; point it at an older pulp-auth-proxy build" >&2; exit 2; }
+    before_bin=$(realpath "$before_bin")
+fi
 for tool in nginx wrk curl openssl bc; do
     command -v "$tool" >/dev/null || {
         [[ $(id -u) -eq 0 ]] || { echo "$0: needs nginx-light wrk curl openssl bc" >&2; exit 2; }
@@ -130,15 +141,24 @@ EOF
 MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2} "$proxy_bin" --config proxy.toml 2>proxy.log &
 proxy_pid=$!
 pids+=("$proxy_pid")
+before_pid=
+if [[ -n $before_bin ]]; then
+    sed 's/^listen = "127.0.0.1:18083"$/listen = "127.0.0.1:18084"/' proxy.toml >proxy-before.toml
+    MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2} "$before_bin" --config proxy-before.toml 2>proxy-before.log &
+    before_pid=$!
+    pids+=("$before_pid")
+fi
 sleep 1
 
 declare -A base=([direct]=https://127.0.0.1:18443 [nginx-deployed]=http://127.0.0.1:18081
-    [nginx-tuned]=http://127.0.0.1:18082 [pulp-auth-proxy]=http://127.0.0.1:18083)
+    [nginx-tuned]=http://127.0.0.1:18082 [pulp-auth-proxy]=http://127.0.0.1:18083
+    [pulp-auth-proxy-before]=http://127.0.0.1:18084)
 targets=(direct nginx-deployed nginx-tuned pulp-auth-proxy)
+[[ -n $before_bin ]] && targets+=(pulp-auth-proxy-before)
 path=/pulp/content/bench
 curl -fsS --cacert ca.pem -H "Authorization: $auth" -o /dev/null https://127.0.0.1:18443$path/1k
 for t in "${targets[@]:1}"; do
-    curl -fsS -o /dev/null "${base[$t]}$path/1k" || { echo "$t does not serve $path/1k; its log:" >&2; cat ./*.err proxy.log >&2; exit 1; }
+    curl -fsS -o /dev/null "${base[$t]}$path/1k" || { echo "$t does not serve $path/1k; its log:" >&2; cat ./*.err proxy*.log >&2; exit 1; }
 done
 
 # PIDs whose CPU and memory count for a front end.
@@ -147,6 +167,7 @@ front_pids() {
         nginx-deployed) echo "$(cat deployed.pid) $(pgrep -P "$(cat deployed.pid)" | tr '\n' ' ')" ;;
         nginx-tuned) echo "$(cat tuned.pid) $(pgrep -P "$(cat tuned.pid)" | tr '\n' ' ')" ;;
         pulp-auth-proxy) echo "$proxy_pid" ;;
+        pulp-auth-proxy-before) echo "$before_pid" ;;
         *) echo "" ;;
     esac
 }
@@ -212,13 +233,25 @@ samples[direct,rss]=0
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 val() { if [[ $2 == rss ]]; then echo "${samples[$1,rss]}"; else echo "${samples[$1,$2]}" | median; fi; }
 
-printf '\n%-28s %12s %15s %12s %16s %9s %9s\n' metric direct nginx-deployed nginx-tuned pulp-auth-proxy "vs tuned" "vs direct"
+# With BEFORE_BIN, two more columns: the older build, and this build
+# relative to it.
+if [[ -n $before_bin ]]; then
+    printf '\n%-28s %12s %15s %12s %16s %23s %9s %9s %9s\n' metric direct nginx-deployed nginx-tuned pulp-auth-proxy pulp-auth-proxy-before "vs tuned" "vs direct" "vs before"
+else
+    printf '\n%-28s %12s %15s %12s %16s %9s %9s\n' metric direct nginx-deployed nginx-tuned pulp-auth-proxy "vs tuned" "vs direct"
+fi
+ratio() { if [[ $(echo "$2 > 0" | bc) == 1 ]]; then printf '%.2fx' "$(echo "$1 / $2" | bc -l)"; else echo -; fi; }
 row() { # key label
-    local d n t p
+    local d n t p b
     d=$(val direct "$1"); n=$(val nginx-deployed "$1"); t=$(val nginx-tuned "$1"); p=$(val pulp-auth-proxy "$1")
-    printf '%-28s %12.2f %15.2f %12.2f %16.2f %9s %9s\n' "$2" "$d" "$n" "$t" "$p" \
-        "$(if [[ $(echo "$t > 0" | bc) == 1 ]]; then printf '%.2fx' "$(echo "$p / $t" | bc -l)"; else echo -; fi)" \
-        "$(if [[ $(echo "$d > 0" | bc) == 1 ]]; then printf '%.2fx' "$(echo "$p / $d" | bc -l)"; else echo -; fi)"
+    if [[ -n $before_bin ]]; then
+        b=$(val pulp-auth-proxy-before "$1")
+        printf '%-28s %12.2f %15.2f %12.2f %16.2f %23.2f %9s %9s %9s\n' "$2" "$d" "$n" "$t" "$p" "$b" \
+            "$(ratio "$p" "$t")" "$(ratio "$p" "$d")" "$(ratio "$p" "$b")"
+    else
+        printf '%-28s %12.2f %15.2f %12.2f %16.2f %9s %9s\n' "$2" "$d" "$n" "$t" "$p" \
+            "$(ratio "$p" "$t")" "$(ratio "$p" "$d")"
+    fi
 }
 row rps1k "1 KiB req/s (64 conns)"
 row p50_1k "1 KiB p50 ms"

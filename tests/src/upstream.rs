@@ -591,3 +591,93 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Builds a hand-framed answer from the request head as received: the
+/// pieces are written in order, each flushed on its own (so a test controls
+/// where the proxy's reads split the body), then the connection closes.
+pub type Framer = Arc<dyn Fn(&str) -> Vec<Vec<u8>> + Send + Sync>;
+
+/// A TLS stand-in that answers every request with bytes framed by hand,
+/// for responses hyper's server would never write (a `Content-Length`
+/// beside `Transfer-Encoding`, codings other than chunked, a `101` to a
+/// GET, a body delimited by the connection's close) and for echoing the
+/// request's headers back. One request per connection.
+pub struct RawUpstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Requests answered so far.
+    pub answered: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    /// Starts on `127.0.0.1:0` with `cert`, answering with `framer`.
+    pub async fn start(cert: ServerCert, framer: Framer) -> RawUpstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(cert.chain, cert.key)
+            .unwrap();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, framer, count) = (acceptor.clone(), framer.clone(), count.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    for piece in framer(&String::from_utf8_lossy(&head)) {
+                        if tls.write_all(&piece).await.is_err() || tls.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        RawUpstream {
+            addr,
+            answered,
+            task,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+}
+
+/// The value of header `name` in a raw request head, if present.
+pub fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}

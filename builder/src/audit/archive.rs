@@ -5,10 +5,10 @@
 //! gzip files inside layers. Nothing is written to disk and no layer is
 //! held in memory.
 
-use super::patterns::Matcher;
 use super::scan::{scan_reader, Hit};
 use super::Location;
 use flate2::read::MultiGzDecoder;
+use pulp_auth_config::forms::Matcher;
 use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 

@@ -1,12 +1,15 @@
 //! `ci-builder audit`: proves, image by image, that the Pulp credentials
 //! are in none of an image's config, history or layers, in any form
-//! (see `patterns`). It reads through the Docker Engine API (bollard,
-//! honouring DOCKER_HOST) and streams the export; it never prints the
-//! secret, only the form and where it was found.
+//! (see `patterns`, the matcher the proxy's response scan shares). It
+//! reads through the Docker Engine API (bollard, honouring DOCKER_HOST) and
+//! streams the export; it never prints the secret, only the form and where
+//! it was found.
 
 pub mod archive;
-pub mod patterns;
 pub mod scan;
+
+/// The credentials' forms and their matcher, shared with the proxy.
+pub use pulp_auth_config::forms as patterns;
 
 use crate::error::BuilderError;
 use bollard::Docker;
@@ -348,4 +351,20 @@ pub fn table(reports: &[ImageReport]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_matcher_finds_passwords_as_serde_json_writes_them() {
+        // Passwords JSON escapes (otherwise the form is the plain one).
+        for pw in ["fake \"pass\":@/%+", "fake\"quote\\back\nline\u{1}ctl é"] {
+            let m = Matcher::new("ci-user", pw);
+            let json = serde_json::to_string(pw).unwrap();
+            let forms: Vec<_> = m.find_all(json.as_bytes()).map(|(f, _, _)| f).collect();
+            assert!(forms.contains(&"JSON-escaped password"), "{forms:?}");
+        }
+    }
 }

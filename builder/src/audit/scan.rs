@@ -3,7 +3,7 @@
 //! stream. Only the last `max_len - 1` bytes are carried over, so memory
 //! stays flat whatever the stream's length.
 
-use super::patterns::Matcher;
+use pulp_auth_config::forms::Matcher;
 
 /// Most hits kept per stream: enough to locate a leak, bounded against a
 /// file that is one long repetition of the secret.

@@ -90,6 +90,20 @@ fn response_hop_by_hop_removed_length_kept() {
 }
 
 #[test]
+fn responses_lose_a_length_beside_transfer_encoding_and_every_cookie() {
+    let mut h = HeaderMap::new();
+    h.insert("transfer-encoding", "chunked".parse().unwrap());
+    h.insert("content-length", "5".parse().unwrap());
+    h.append("set-cookie", "session=a".parse().unwrap());
+    h.append("set-cookie", "csrftoken=b".parse().unwrap());
+    h.insert("set-cookie2", "old=c".parse().unwrap());
+    h.insert("etag", "\"e\"".parse().unwrap());
+    from_upstream(&mut h);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h["etag"], "\"e\"");
+}
+
+#[test]
 fn redirects_into_the_upstream_come_back_through_the_proxy() {
     let up = upstream();
     let o = up.origin();

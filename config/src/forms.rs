@@ -1,12 +1,18 @@
-//! Every form the credentials take in an image, built once from the
-//! configured user name and password, and one multi-pattern matcher over
-//! all of them. The needles are secret material: they are wiped on drop
-//! and never printed; findings name the form, not the bytes.
+//! Every form the credentials can take in bytes that leave a process (an
+//! image layer, a response to a client), built once from the user name and
+//! password, and one multi-pattern matcher over all of them. `ci-builder
+//! audit` searches images with it and `pulp-auth-proxy` searches the
+//! upstream's responses, so both recognise exactly the same forms. The
+//! needles are secret material: they are wiped on drop and never printed;
+//! findings name the form, not the bytes.
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::automaton::Automaton as _;
+use aho_corasick::nfa::contiguous;
+use aho_corasick::{AhoCorasick, Anchored, MatchKind};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine as _;
 use secrecy::zeroize::Zeroizing;
+use std::fmt::Write as _;
 
 /// Needles shorter than this would match noise; the forms that produce them
 /// (base64 cuts of a very short password) are skipped and reported.
@@ -14,7 +20,15 @@ pub const MIN_NEEDLE: usize = 6;
 
 /// The credentials' forms and a matcher for all of them at once.
 pub struct Matcher {
+    /// Every match, overlapping ones included (the audit's report).
     ac: AhoCorasick,
+    /// Whether there is any match: leftmost-first semantics let
+    /// aho-corasick use its vectorised prefilter, which the standard
+    /// semantics of `ac` do not.
+    any: AhoCorasick,
+    /// The same needles as a state machine stepped byte by byte, for
+    /// matches that straddle two buffers without copying either.
+    steps: contiguous::NFA,
     forms: Vec<&'static str>,
     max_len: usize,
     /// Forms left out because they were too short to search for.
@@ -75,7 +89,7 @@ impl Matcher {
                 ),
             ));
         }
-        let json = Zeroizing::new(json_escaped(password));
+        let json = json_escaped(password);
         candidates.push((
             "JSON-escaped password",
             Zeroizing::new(json.as_bytes().to_vec()),
@@ -100,9 +114,17 @@ impl Matcher {
         }
         let ac = AhoCorasick::new(needles.iter().map(|n| n.as_slice()))
             .expect("a handful of short needles always builds");
+        let any = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(needles.iter().map(|n| n.as_slice()))
+            .expect("a handful of short needles always builds");
+        let steps = contiguous::NFA::new(needles.iter().map(|n| n.as_slice()))
+            .expect("a handful of short needles always builds");
         let max_len = needles.iter().map(|n| n.len()).max().unwrap_or(1);
         Matcher {
             ac,
+            any,
+            steps,
             forms,
             max_len,
             skipped,
@@ -122,7 +144,34 @@ impl Matcher {
 
     /// Whether `hay` holds any form.
     pub fn is_match(&self, hay: &[u8]) -> bool {
-        self.ac.is_match(hay)
+        self.any.is_match(hay)
+    }
+
+    /// The form of a match in `hay`, if there is one (the leftmost).
+    pub fn first(&self, hay: &[u8]) -> Option<&'static str> {
+        self.any
+            .find(hay)
+            .map(|m| self.forms[m.pattern().as_usize()])
+    }
+
+    /// The form of a match in the bytes `tail` followed by `head`, as if
+    /// they were one buffer, without joining them. Meant for the seam
+    /// between two buffers of a stream: `tail` is the end of the earlier
+    /// one (at most [`Matcher::max_len`] - 1 bytes matter), `head` the
+    /// start of the next (likewise), so the cost is a few dozen steps
+    /// whatever the buffers' sizes.
+    pub fn across(&self, tail: &[u8], head: &[u8]) -> Option<&'static str> {
+        let nfa = &self.steps;
+        let mut sid = nfa
+            .start_state(Anchored::No)
+            .expect("an unanchored automaton has an unanchored start");
+        for &b in tail.iter().chain(head) {
+            sid = nfa.next_state(Anchored::No, sid, b);
+            if nfa.is_match(sid) {
+                return Some(self.forms[nfa.match_pattern(sid, 0).as_usize()]);
+            }
+        }
+        None
     }
 
     /// `text` with every form replaced by `[REDACTED]`, for printing paths
@@ -190,9 +239,27 @@ fn percent(s: &str, upper: bool, form: bool) -> String {
     out
 }
 
-fn json_escaped(s: &str) -> String {
-    let quoted = serde_json::to_string(s).unwrap_or_default();
-    quoted.trim_matches('"').to_string()
+/// `s` as it appears inside a JSON string, escaped exactly as serde_json
+/// escapes it (short escapes where JSON has them, `\u00xx` for other
+/// control characters, `/` left alone).
+fn json_escaped(s: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(s.len() + 8));
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -275,6 +342,29 @@ mod tests {
         assert!(!m.is_match(shown.as_bytes()), "{shown}");
         assert!(shown.starts_with("/etc/[REDACTED]"));
         assert_eq!(m.redact("/etc/apt/sources.list"), "/etc/apt/sources.list");
+    }
+
+    #[test]
+    fn json_escapes_like_serde_json() {
+        assert_eq!(
+            *json_escaped("a\"b\\c/d\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é"),
+            "a\\\"b\\\\c/d\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f}é"
+        );
+    }
+
+    #[test]
+    fn first_and_across_find_what_find_all_finds() {
+        let m = Matcher::new(USER, PW);
+        let hay = format!("xx{}yy", STANDARD.encode(format!("{USER}:{PW}")));
+        assert_eq!(m.first(hay.as_bytes()), Some("base64(user:password)"));
+        assert_eq!(m.first(b"clean bytes"), None);
+        let hay = format!("....{PW}....");
+        for cut in 0..=hay.len() {
+            let (a, b) = hay.as_bytes().split_at(cut);
+            assert!(m.across(a, b).is_some(), "cut {cut}");
+        }
+        assert_eq!(m.across(b"fake pass:@", b"/%+ word"), Some("password"));
+        assert_eq!(m.across(b"fake pass:@", b"/%+ wor"), None);
     }
 
     #[test]
