@@ -261,3 +261,11 @@ fn every_problem_in_one_section_is_reported() {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
 }
+
+#[test]
+fn slash_only_allowed_paths_are_refused_not_a_panic() {
+    for prefix in ["//", "///"] {
+        let err = crate::PathPrefix::parse(prefix).unwrap_err();
+        assert!(err.contains("whole REST API"), "{prefix}: {err}");
+    }
+}
