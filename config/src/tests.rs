@@ -297,3 +297,11 @@ fn send_timeout_and_per_client_limit_have_defaults_and_bounds() {
         "{err}"
     );
 }
+
+#[test]
+fn slash_only_allowed_paths_are_refused_not_a_panic() {
+    for prefix in ["//", "///"] {
+        let err = crate::PathPrefix::parse(prefix).unwrap_err();
+        assert!(err.contains("whole REST API"), "{prefix}: {err}");
+    }
+}

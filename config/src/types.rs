@@ -130,7 +130,8 @@ impl PathPrefix {
                 "`{text}` must start with `/`, e.g. \"/pulp/content/\""
             ));
         }
-        if text == "/" {
+        // Only slashes (`/`, `//`, ...) is the root: the same whole-API prefix.
+        if text.trim_end_matches('/').is_empty() {
             return Err("`/` would allow Pulp's whole REST API (including writes); \
                  list the content prefixes, e.g. \"/pulp/content/\""
                 .to_string());
