@@ -69,6 +69,7 @@ impl NotReady {
                 UpstreamError::Tls(_) => "tls",
                 UpstreamError::Refused(_) | UpstreamError::Dns(_) => "unreachable",
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => "timeout",
+                UpstreamError::Framing(_) => "framing",
                 UpstreamError::Other(_) => "upstream-error",
             },
             NotReady::Status(_) => "status",
