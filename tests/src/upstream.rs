@@ -132,6 +132,24 @@ struct Shared {
     rate: std::sync::atomic::AtomicU64,
 }
 
+/// The TLS side of both stand-ins: `cert`, `versions`, HTTP/1.1 by ALPN.
+fn acceptor(cert: ServerCert, versions: Versions) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match versions {
+        Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Versions::Tls13 => &[&rustls::version::TLS13],
+        Versions::Tls12 => &[&rustls::version::TLS12],
+    };
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain, cert.key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(tls))
+}
+
 /// A running upstream; stops when dropped.
 pub struct Upstream {
     /// Its address.
@@ -154,20 +172,7 @@ impl Upstream {
 
     /// Starts on `addr` with `cert`, offering `versions`.
     pub async fn start_on(addr: SocketAddr, cert: ServerCert, versions: Versions) -> Upstream {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match versions {
-            Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            Versions::Tls13 => &[&rustls::version::TLS13],
-            Versions::Tls12 => &[&rustls::version::TLS12],
-        };
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(cert.chain, cert.key)
-            .unwrap();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let acceptor = acceptor(cert, versions);
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
@@ -620,15 +625,7 @@ impl RawUpstream {
     /// Starts on `127.0.0.1:0` with `cert`, answering with `framer`.
     pub async fn start(cert: ServerCert, framer: Framer) -> RawUpstream {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(cert.chain, cert.key)
-            .unwrap();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let acceptor = acceptor(cert, Versions::Both);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answered = Arc::new(AtomicUsize::new(0));
