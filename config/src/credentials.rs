@@ -5,10 +5,10 @@
 //! variable `PULP_AUTH_PROXY_PASSWORD`. Figment never sees the password:
 //! its environment provider ignores that variable (see `load`).
 
+use crate::files::{self, FileError};
 use secrecy::SecretString;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,25 @@ impl fmt::Display for PasswordSource {
     }
 }
 
+impl PasswordSource {
+    /// A warning for a source that exposes the password beyond the process:
+    /// an environment variable stays readable in `/proc/PID/environ` (to
+    /// root and the same user) for the process's whole life, and is
+    /// inherited by anything it starts.
+    pub fn exposure(&self) -> Option<String> {
+        match self {
+            PasswordSource::Environment => Some(format!(
+                "the password comes from {PASSWORD_ENV}, which stays readable in \
+                 /proc/{}/environ for as long as this process runs; use \
+                 upstream.password_file (mode 0600) or the systemd credential \
+                 `{CREDENTIAL_NAME}` (LoadCredential=) instead",
+                std::process::id()
+            )),
+            PasswordSource::File(_) | PasswordSource::SystemdCredential(_) => None,
+        }
+    }
+}
+
 /// Why the password could not be loaded. No variant can hold password
 /// bytes: messages name the source and the fix only.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +83,14 @@ pub enum CredentialError {
         source_name: PasswordSource,
         /// The I/O error (it never contains file content).
         error: std::io::Error,
+    },
+    /// A FIFO, device, socket or directory where the password file should be.
+    #[error("{source_name} is a {kind}, not a regular file; put the password in a regular file of mode 0600")]
+    NotRegular {
+        /// Which source.
+        source_name: PasswordSource,
+        /// What it is instead.
+        kind: &'static str,
     },
     /// A password file others may read.
     #[error(
@@ -125,8 +152,14 @@ fn read_file(path: &Path, source: &PasswordSource) -> Result<SecretString, Crede
         source_name: source.clone(),
         error,
     };
-    let file = File::open(path).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
+    let (file, meta) = files::open_regular(path).map_err(|e| match e {
+        FileError::NotRegular { kind, .. } => CredentialError::NotRegular {
+            source_name: source.clone(),
+            kind,
+        },
+        FileError::Io { source: error, .. } => unreadable(error),
+        other => unreadable(std::io::Error::other(other.to_string())),
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(CredentialError::LoosePermissions {
@@ -198,7 +231,7 @@ mod tests {
 
     fn write_secret(dir: &Path, name: &str, content: &[u8], mode: u32) -> PathBuf {
         let path = dir.join(name);
-        let mut f = File::create(&path).unwrap();
+        let mut f = std::fs::File::create(&path).unwrap();
         f.write_all(content).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         path
@@ -227,6 +260,49 @@ mod tests {
         let path = write_secret(dir.path(), "pw", b"a\n\n", 0o600);
         let err = load_password(Some(&path), env_of(&[])).unwrap_err();
         assert!(matches!(err, CredentialError::MultiLine(_)), "{err}");
+    }
+
+    #[test]
+    fn fifo_password_file_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = load_password(Some(&path), env_of(&[])).unwrap_err();
+        assert!(
+            matches!(err, CredentialError::NotRegular { kind: "FIFO", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn device_password_file_is_refused() {
+        let err = load_password(Some(Path::new("/dev/zero")), env_of(&[])).unwrap_err();
+        assert!(
+            matches!(err, CredentialError::NotRegular { kind: "device", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_the_environment_source_carries_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_secret(dir.path(), "pw", FAKE.as_bytes(), 0o600);
+        let (_, file) = load_password(Some(&path), env_of(&[])).unwrap();
+        assert_eq!(file.exposure(), None);
+        let (_, env) = load_password(None, env_of(&[(PASSWORD_ENV, FAKE)])).unwrap();
+        let warning = env.exposure().unwrap();
+        assert!(
+            warning.contains("/proc/") && warning.contains("password_file"),
+            "{warning}"
+        );
+        assert!(warning.contains("LoadCredential="), "{warning}");
+        assert!(!warning.contains(FAKE), "{warning}");
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is not one the loader may trust (see `files`).
+    #[error("config file {0}")]
+    Unsafe(crate::files::FileError),
+    /// The file is not UTF-8 text.
+    #[error("config file {} is not UTF-8 text; save it as UTF-8", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file is not TOML. Only the parser's message and position are
     /// kept, never the offending line, which might hold a password.
     #[error("config file {} is not valid TOML: {message} (line {line}, column {column})", path.display())]

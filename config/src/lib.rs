@@ -13,6 +13,7 @@
 mod check;
 pub mod credentials;
 mod error;
+pub mod files;
 pub mod forms;
 mod load;
 mod raw;

@@ -4,6 +4,7 @@
 //! environment and tests can give each load its own.
 
 use crate::error::ConfigError;
+use crate::files::{self, FileError};
 use crate::raw::RawConfig;
 use crate::ENV_PREFIX;
 use figment::providers::Serialized;
@@ -11,6 +12,9 @@ use figment::value::Value;
 use figment::Figment;
 use std::ffi::OsStr;
 use std::path::Path;
+
+/// A configuration is a few kilobytes; a larger file is a wrong path.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// One `PULP_AUTH_PROXY_*` variable as a dotted key and its value.
 struct Override {
@@ -29,9 +33,12 @@ where
     K: AsRef<OsStr>,
     V: AsRef<OsStr>,
 {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = files::read_protected(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        FileError::Io { path, source } => ConfigError::Read { path, source },
+        other => ConfigError::Unsafe(other),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
         path: path.to_path_buf(),
-        source,
     })?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let (line, column) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));

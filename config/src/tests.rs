@@ -305,3 +305,33 @@ fn slash_only_allowed_paths_are_refused_not_a_panic() {
         assert!(err.contains("whole REST API"), "{prefix}: {err}");
     }
 }
+
+#[test]
+fn config_writable_by_group_or_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    for mode in [0o664, 0o646] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = Config::load(&path, NO_ENV).unwrap_err().to_string();
+        assert!(err.starts_with("config file "), "{err}");
+        assert!(err.contains(&format!("mode {mode:04o}")), "{err}");
+        assert!(err.contains("chmod go-w"), "{err}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Config::load(&path, NO_ENV).unwrap();
+}
+
+#[test]
+fn config_that_is_a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = Config::load(&path, NO_ENV).unwrap_err().to_string();
+    assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+}

@@ -23,6 +23,10 @@ pub enum StartError {
         /// What is wrong.
         reason: String,
     },
+    /// `upstream.ca_file` is not a file the proxy may trust: whoever can
+    /// change it can add a trust anchor.
+    #[error("upstream.ca_file {0}")]
+    CaFileUnsafe(pulp_auth_config::files::FileError),
     /// No trust anchor at all.
     #[error("no trust anchors: the system store is empty and upstream.ca_file is not set; install ca-certificates or set upstream.ca_file")]
     NoTrustAnchors,
@@ -71,6 +75,7 @@ impl StartError {
             StartError::Config(_)
             | StartError::Credentials(_)
             | StartError::CaFile { .. }
+            | StartError::CaFileUnsafe(_)
             | StartError::UpstreamHost
             | StartError::NotOnInterface { .. }
             | StartError::Inherited(_) => 78,

@@ -4,22 +4,19 @@
 //! checks (78 or 1), `READY=1`, serve.
 
 use clap::Parser;
-use pulp_auth_config::credentials::{load_password, PasswordSource};
 use pulp_auth_config::{Config, LogFormat, LogLevel};
 use pulp_auth_proxy::cache::Cache;
-use pulp_auth_proxy::credentials::BasicAuth;
 use pulp_auth_proxy::error::StartError;
 use pulp_auth_proxy::health::Readiness;
 use pulp_auth_proxy::listener;
 use pulp_auth_proxy::metrics::Metrics;
 use pulp_auth_proxy::server::{self, Limits, Role};
-use pulp_auth_proxy::state::{Live, State};
-use pulp_auth_proxy::upstream::{self, Upstream};
+use pulp_auth_proxy::state::State;
+use pulp_auth_proxy::{reload, watchdog};
 use sd_notify::NotifyState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// Forwards GET and HEAD requests for Pulp content to the upstream, adding
@@ -41,8 +38,9 @@ fn main() -> ExitCode {
     let loaded = Config::load(&cli.config, std::env::vars_os());
     init_logging(loaded.as_ref().ok().and_then(|c| c.proxy.as_ref()));
     let result = loaded.map_err(StartError::from).and_then(|config| {
-        // This thread runs the control tasks (signals, reload, watchdog,
-        // metrics listener); requests are served by the workers of `run`.
+        // This thread runs the control tasks (signals, reload, the watchdog
+        // pings that the workers' heartbeats allow, the metrics listener);
+        // requests are served by the workers of `run`.
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -75,33 +73,6 @@ fn init_logging(proxy: Option<&pulp_auth_config::Proxy>) {
         .init();
 }
 
-/// What SIGHUP re-reads: the credentials and the trust anchors.
-struct Loaded {
-    auth: BasicAuth,
-    tls: rustls::ClientConfig,
-    source: PasswordSource,
-}
-
-/// The password and trust anchors, read now; used at start and on SIGHUP.
-fn load(upstream: &pulp_auth_config::Upstream) -> Result<Loaded, StartError> {
-    let (password, source) =
-        load_password(upstream.password_file.as_deref(), |k| std::env::var_os(k))?;
-    let auth = BasicAuth::new(&upstream.username, &password);
-    drop(password);
-    let tls = upstream::tls_config(upstream.ca_file.as_deref())?;
-    Ok(Loaded { auth, tls, source })
-}
-
-impl Loaded {
-    /// A worker's own client (its own connection pool) with these settings.
-    fn live(&self, upstream: &pulp_auth_config::Upstream) -> Result<Live, StartError> {
-        Ok(Live {
-            upstream: Upstream::new(upstream, self.tls.clone())?,
-            auth: self.auth.clone(),
-        })
-    }
-}
-
 /// Workers: one single-threaded runtime per CPU, each with its own accept
 /// loop on the shared socket and its own upstream connection pool, so a
 /// request never hops between threads (the profile showed cross-thread
@@ -116,9 +87,12 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let loaded = load(upstream_config)?;
+    let loaded = reload::load(upstream_config)?;
     let source = &loaded.source;
     tracing::info!(%source, "loaded the upstream password");
+    if let Some(warning) = source.exposure() {
+        tracing::warn!("{warning}");
+    }
 
     if cli.check_config {
         if let Some(interface) = &proxy.interface {
@@ -188,10 +162,13 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
         max_headers: proxy.max_headers,
         shutdown_grace: proxy.shutdown_grace,
     };
+    let watchdog = watchdog::interval(|k| std::env::var(k).ok(), std::process::id())
+        .map(|every| (watchdog::Heartbeats::new(states.len(), every), every));
     let mut threads = Vec::new();
     for (i, state) in states.iter().enumerate() {
         let socket = socket.try_clone().map_err(StartError::Interfaces)?;
         let (state, limits, stop) = (state.clone(), limits.clone(), stop_rx.clone());
+        let beats = watchdog.as_ref().map(|(beats, _)| beats.clone());
         let thread = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || -> std::io::Result<()> {
@@ -199,6 +176,9 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
+                    if let Some(beats) = beats {
+                        tokio::spawn(beats.beat(i));
+                    }
                     let socket = tokio::net::TcpListener::from_std(socket)?;
                     server::serve(socket, state, limits, Role::Proxy, stopped(stop)).await;
                     Ok(())
@@ -210,8 +190,10 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
 
     let status = format!("serving on {local}");
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
-    tokio::spawn(watchdog());
-    tokio::spawn(reload_on_hup(states.clone(), upstream_config.clone()));
+    if let Some((beats, every)) = watchdog {
+        tokio::spawn(watchdog::feed(beats, every));
+    }
+    tokio::spawn(reload::on_hup(states.clone(), upstream_config.clone()));
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
@@ -254,57 +236,6 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Feeds systemd's watchdog (`WatchdogSec=`) at half its interval. The
-/// pings come from the control thread's runtime, not from the workers that
-/// serve requests: they show the process and its control thread are alive,
-/// not that requests are being served.
-async fn watchdog() {
-    // As libsystemd's sd_watchdog_enabled(): WATCHDOG_USEC set, and
-    // WATCHDOG_PID, when present, naming this process.
-    let var = |k| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let usec = match (var("WATCHDOG_USEC"), var("WATCHDOG_PID")) {
-        (Some(usec), None) if usec > 0 => usec,
-        (Some(usec), Some(pid)) if usec > 0 && pid == u64::from(std::process::id()) => usec,
-        _ => return,
-    };
-    let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
-    loop {
-        tick.tick().await;
-        let _ = sd_notify::notify(false, &[NotifyState::Watchdog]);
-    }
-}
-
-/// SIGHUP re-reads the password source and the CA file. A new value that
-/// fails to load leaves the current one in force; transfers in flight keep
-/// the client they started with.
-async fn reload_on_hup(states: Vec<Arc<State>>, upstream: pulp_auth_config::Upstream) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; credential rotation needs a restart");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let fresh = load(&upstream).and_then(|loaded| {
-            let lives = states
-                .iter()
-                .map(|_| loaded.live(&upstream))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((lives, loaded.source))
-        });
-        match fresh {
-            Ok((lives, source)) => {
-                for (state, live) in states.iter().zip(lives) {
-                    state.replace(live).await;
-                }
-                tracing::info!(%source, "SIGHUP: reloaded the upstream password and trust anchors");
-            }
-            Err(e) => tracing::error!(
-                "SIGHUP: reload failed, the current password and trust anchors stay in force: {e}"
-            ),
-        }
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

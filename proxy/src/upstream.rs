@@ -9,7 +9,7 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pulp_auth_config::{Scheme, UpstreamOrigin};
+use pulp_auth_config::{files, Scheme, UpstreamOrigin};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::future::Future;
@@ -137,6 +137,9 @@ impl Upstream {
     }
 }
 
+/// A CA bundle of every public root is about 200 KiB.
+const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+
 /// The rustls configuration: the system trust store plus `ca_file`, TLS 1.2
 /// and 1.3, SNI on (rustls' default), ALPN set by the connector.
 pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StartError> {
@@ -148,8 +151,9 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StartE
             path: path.to_path_buf(),
             reason,
         };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
+        let pem =
+            files::read_protected(path, MAX_CA_FILE_BYTES).map_err(StartError::CaFileUnsafe)?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .map_err(|e| ca_err(format!("not valid PEM: {e}")))?;
         if certs.is_empty() {

@@ -3,6 +3,7 @@
 
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// A root CA.
@@ -35,6 +36,8 @@ impl TestCa {
     /// Writes the root as PEM, for `upstream.ca_file`.
     pub fn write_pem(&self, path: &Path) {
         std::fs::write(path, self.cert.pem()).unwrap();
+        // Whatever the umask: the proxy refuses a CA file others may change.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
 
     /// A leaf for `localhost` and `127.0.0.1`.

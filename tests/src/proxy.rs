@@ -115,6 +115,8 @@ impl Scratch {
     pub fn write_config(&self, config: &(impl ToString + ?Sized)) -> PathBuf {
         let p = self.path("config.toml");
         std::fs::write(&p, config.to_string()).unwrap();
+        // Whatever the umask: the proxy refuses a config others may change.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         p
     }
 }

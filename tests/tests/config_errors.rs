@@ -52,6 +52,58 @@ fn loose_password_file_is_refused() {
 }
 
 #[test]
+fn password_file_that_is_not_a_regular_file_is_refused_at_once() {
+    let s = Scratch::new();
+    let text = base(&s);
+    std::fs::remove_file(s.path("pw")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(s.path("pw"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // `Proxy::run` gives up after 10 s: a blocking open would hang here.
+    refused(
+        &s,
+        &text,
+        &[],
+        &["password file", "FIFO", "not a regular file"],
+    );
+    let mut text = base(&s);
+    text.set("upstream", "password_file", "/dev/zero");
+    refused(
+        &s,
+        &text,
+        &[],
+        &["/dev/zero", "device", "not a regular file"],
+    );
+}
+
+#[test]
+fn config_or_ca_file_writable_by_others_is_refused() {
+    let s = Scratch::new();
+    let text = base(&s);
+    let cfg = s.write_config(&text);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (status, log) = Proxy::run(&cfg, &[]);
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert!(
+        log.contains("mode 0666") && log.contains("chmod go-w"),
+        "{log}"
+    );
+
+    let text = base(&s);
+    std::fs::set_permissions(s.path("ca.pem"), std::fs::Permissions::from_mode(0o664)).unwrap();
+    // `refused` writes the config again, with a safe mode.
+    refused(
+        &s,
+        &text,
+        &[],
+        &["upstream.ca_file", "mode 0664", "chmod go-w"],
+    );
+}
+
+#[test]
 fn plain_http_upstream_is_refused() {
     let s = Scratch::new();
     let mut text = base(&s);
@@ -119,6 +171,11 @@ fn password_from_environment_is_accepted() {
         log.contains("environment variable PULP_AUTH_PROXY_PASSWORD"),
         "{log}"
     );
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("/proc/"))
+        .unwrap_or_else(|| panic!("no warning about /proc/PID/environ in:\n{log}"));
+    assert!(warning.contains("password_file") && warning.contains("LoadCredential="));
     drop(proxy);
 }
 

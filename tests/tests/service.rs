@@ -288,6 +288,44 @@ async fn sighup_rotates_credentials_without_interrupting_transfers() {
     );
 }
 
+/// A password file replaced by a FIFO (no writer, ever) must neither hang
+/// the reload nor, with it, the signal handling: the reload is refused at
+/// once, the old credential stays in force, and SIGTERM still stops the
+/// proxy.
+#[tokio::test]
+async fn a_password_file_turned_fifo_blocks_neither_reload_nor_shutdown() {
+    let mut s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/a", Content::Bytes("a".into()));
+    let pw = s.scratch.path("pw");
+    std::fs::remove_file(&pw).unwrap();
+    let made = Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&pw)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    s.proxy.signal("HUP");
+    let log = s.proxy.wait_for_log("reload failed").await;
+    assert!(log.contains("is a FIFO, not a regular file"), "{log}");
+    assert_eq!(get(s.proxy.addr, "/pulp/content/a").await.status, 200);
+    let last = s
+        .upstream
+        .requests()
+        .last()
+        .unwrap()
+        .header("authorization");
+    assert_eq!(last, vec![e2e::basic_header()], "the old password left");
+    s.assert_no_leaks();
+    s.proxy.signal("TERM");
+    let status = s.proxy.wait(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|st| st.code()),
+        Some(0),
+        "SIGTERM not obeyed"
+    );
+}
+
 #[tokio::test]
 async fn healthz_and_readyz_follow_the_upstream() {
     let s = Setup::start_with(
