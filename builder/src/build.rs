@@ -42,9 +42,9 @@ pub struct Request {
     pub target: Target,
     /// Push the images after building.
     pub push: bool,
-    /// Base distribution; `[build] distro` when absent.
+    /// Base distribution; Kayobe's configuration decides when absent.
     pub distro: Option<Distro>,
-    /// Image tag; `<distro>-<UTC datetime>` when absent.
+    /// Image tag; Kayobe's configuration decides when absent.
     pub tag: Option<String>,
     /// Image name patterns passed through to Kayobe.
     pub regexes: Vec<String>,
@@ -62,18 +62,8 @@ pub struct Plan {
     pub env: Vec<(OsString, OsString)>,
     /// Names of caller variables left out of it.
     pub removed: Vec<String>,
-    /// The tag the images get (`kolla_tag`): `--tag` or the default.
-    pub tag: String,
-}
-
-/// `<distro>-<UTC datetime>`, e.g. `rocky-20261126T093000`.
-pub fn default_tag(distro: Distro, now: SystemTime) -> String {
-    let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    let compact: String = stamp
-        .chars()
-        .filter(|c| !matches!(c, '-' | ':' | 'Z'))
-        .collect();
-    format!("{distro}-{compact}")
+    /// `--tag`, passed as `kolla_tag`; `None` leaves it to Kayobe.
+    pub tag: Option<String>,
 }
 
 /// Builds the plan. `environ` is the caller's environment; `matcher`, when
@@ -84,21 +74,10 @@ pub fn plan(
     req: &Request,
     environ: Vec<(OsString, OsString)>,
     matcher: Option<&Matcher>,
-    now: SystemTime,
 ) -> Result<Plan, BuilderError> {
     let listen = config.proxy()?.listen.socket_addr();
-    let distro = req.distro.unwrap_or(config.build.distro);
-    let tag = req.tag.clone().unwrap_or_else(|| default_tag(distro, now));
-    let tag_ok = tag.len() <= 128
-        && tag
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !tag_ok {
-        return Err(BuilderError::BadTag { tag });
+    if let Some(tag) = &req.tag {
+        check_tag(tag)?;
     }
     let mut args = vec![
         match req.target {
@@ -113,12 +92,19 @@ pub fn plan(
     if req.push {
         args.push("--push".into());
     }
-    for extra in [
-        "stackhpc_repo_mirror_auth_proxy_enabled=true".to_string(),
-        format!("stackhpc_repo_mirror_auth_proxy_url={}", proxy_url(listen)),
-        format!("kolla_base_distro={distro}"),
-        format!("kolla_tag={tag}"),
-    ] {
+    // Extra vars beat every other Ansible variable: only what the operator
+    // asked for on this command line, so the Kayobe configuration's own
+    // distribution and tag stand otherwise.
+    let extras = [
+        Some("stackhpc_repo_mirror_auth_proxy_enabled=true".to_string()),
+        Some(format!(
+            "stackhpc_repo_mirror_auth_proxy_url={}",
+            proxy_url(listen)
+        )),
+        req.distro.map(|d| format!("kolla_base_distro={d}")),
+        req.tag.as_ref().map(|t| format!("kolla_tag={t}")),
+    ];
+    for extra in extras.into_iter().flatten() {
         args.push("-e".into());
         args.push(extra);
     }
@@ -152,8 +138,64 @@ pub fn plan(
         args,
         env,
         removed,
-        tag,
+        tag: req.tag.clone(),
     })
+}
+
+/// A Docker tag: letters, digits, `_`, `.`, `-`, at most 128, not starting
+/// with `.` or `-`.
+fn check_tag(tag: &str) -> Result<(), BuilderError> {
+    let ok = tag.len() <= 128
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BuilderError::BadTag {
+            tag: tag.to_string(),
+        })
+    }
+}
+
+/// Which images the build made, and how the builder knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Made {
+    /// Every local image with this tag (`--tag`, or read from the
+    /// `kolla-build.conf` Kayobe wrote).
+    Tagged(String),
+    /// Every image Docker created since the build started; the reason the
+    /// tag could not be read comes with it.
+    CreatedSince(SystemTime, String),
+}
+
+impl Plan {
+    /// How to find the build's images once it has run, `started` being
+    /// when it started.
+    pub fn made(&self, started: SystemTime) -> Made {
+        if let Some(tag) = &self.tag {
+            return Made::Tagged(tag.clone());
+        }
+        let var = |name: &str| {
+            self.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| PathBuf::from(v))
+        };
+        let environment = var("KAYOBE_ENVIRONMENT");
+        let conf = crate::kayobe::build_conf_path(
+            var("KAYOBE_CONFIG_PATH").as_deref(),
+            environment.as_deref().and_then(Path::to_str),
+        );
+        match crate::kayobe::read_tag(&conf, started) {
+            Ok(tag) => Made::Tagged(tag),
+            Err(why) => Made::CreatedSince(started, why),
+        }
+    }
 }
 
 /// Shell-quotes one word for the dry-run printout.
@@ -219,7 +261,10 @@ async fn listen_address_present(config: &Config, ip: IpAddr) -> Result<(), Build
 }
 
 async fn proxy_answers(listen: SocketAddr) -> Result<(), Preflight> {
-    let url = format!("{}/pulp/api/v3/status/", proxy_url(listen));
+    // The proxy's own readiness (it proves the credentials upstream), not a
+    // forwarded Pulp path, which narrowing `proxy.allowed_paths` could
+    // refuse.
+    let url = format!("{}/readyz", proxy_url(listen));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
     let uri: http::Uri = match url.parse() {
@@ -248,7 +293,7 @@ async fn proxy_answers(listen: SocketAddr) -> Result<(), Preflight> {
         .to_string();
     match status.as_u16() {
         200 => Ok(()),
-        502 | 504 => Err(Preflight::UpstreamRefused { status, reason }),
+        502..=504 => Err(Preflight::UpstreamRefused { status, reason }),
         403 => Err(Preflight::ProxyRefused { status, reason }),
         _ => Err(Preflight::ProxyStatus {
             url,
@@ -280,9 +325,36 @@ pub fn find_program(program: &str) -> Result<PathBuf, Preflight> {
     })
 }
 
-/// Runs the plan with stdio inherited, forwarding SIGINT and SIGTERM, and
-/// returns the exit code the builder should use (128+N for a signal).
-pub async fn run(plan: &Plan) -> Result<i32, BuilderError> {
+/// How the build tool ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// Its exit status, or `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// The signal that ended it.
+    pub signal: Option<i32>,
+    /// The last signal the builder itself received and passed on.
+    pub forwarded: Option<Signal>,
+}
+
+impl Finished {
+    /// Whether the tool succeeded.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit status {code}"),
+            (None, Some(sig)) => write!(f, "killed by signal {sig}"),
+            (None, None) => f.write_str("unknown status"),
+        }
+    }
+}
+
+/// Runs the plan with stdio inherited, forwarding SIGINT and SIGTERM.
+pub async fn run(plan: &Plan) -> Result<Finished, BuilderError> {
     let mut child = tokio::process::Command::new(&plan.program)
         .args(&plan.args)
         .env_clear()
@@ -295,6 +367,7 @@ pub async fn run(plan: &Plan) -> Result<i32, BuilderError> {
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
     let mut int = signal(SignalKind::interrupt()).map_err(BuilderError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(BuilderError::Signals)?;
+    let mut forwarded = None;
     let status = loop {
         let forward = tokio::select! {
             status = child.wait() => break status.map_err(|source| BuilderError::Wait {
@@ -307,8 +380,11 @@ pub async fn run(plan: &Plan) -> Result<i32, BuilderError> {
         if let Some(pid) = pid {
             let _ = nix::sys::signal::kill(pid, forward);
         }
+        forwarded = Some(forward);
     };
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(Finished {
+        code: status.code(),
+        signal: status.signal(),
+        forwarded,
+    })
 }

@@ -4,8 +4,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Drives Kolla image builds through pulp-auth-proxy, so Pulp credentials
-/// never enter an image. Exit status: 0 success, 1 "differs" (net status),
-/// 2 error.
+/// never enter an image. Exit status: 0 success; 1 credentials found
+/// (audit, build --audit) or "differs" (net status); 2 error; 3 a build's
+/// preflight check failed; 4 the build tool failed (its status is in the
+/// summary); 128+N when interrupted by signal N.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
@@ -25,8 +27,9 @@ pub enum Command {
     Net(Net),
     /// Build Kolla images with Kayobe through pulp-auth-proxy: check the
     /// proxy, Docker and Kayobe, run `kayobe <seed|overcloud> container image
-    /// build` pointed at the proxy, and report the images. Exit status is
-    /// Kayobe's (2 when a check fails, 1 when --audit finds a leak).
+    /// build` pointed at the proxy, and report the images. Exit status: 0
+    /// built (and clean with --audit), 1 --audit found the credentials, 2
+    /// error, 3 a check failed before the build, 4 Kayobe failed.
     Build {
         /// seed or overcloud.
         #[arg(value_enum)]
@@ -34,10 +37,13 @@ pub enum Command {
         /// Push the images after building.
         #[arg(long)]
         push: bool,
-        /// Base distribution (rocky or ubuntu); default [build] distro.
+        /// Base distribution (rocky or ubuntu), passed as kolla_base_distro;
+        /// without it Kayobe's configuration decides.
         #[arg(long, value_name = "D", value_parser = pulp_auth_config::Distro::parse)]
         distro: Option<pulp_auth_config::Distro>,
-        /// Image tag; default <distro>-<UTC datetime>.
+        /// Image tag, passed as kolla_tag; without it Kayobe's configuration
+        /// decides, and the builder reads the tag from the kolla-build.conf
+        /// Kayobe wrote.
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,
         /// Audit the built images for the credentials afterwards.

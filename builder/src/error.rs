@@ -1,5 +1,7 @@
-//! `ci-builder`'s errors, written for the operator running it. Every error
-//! exits 2; `net status` uses 1 for "differs" and `audit` 1 for "leaks".
+//! `ci-builder`'s errors, written for the operator running it, and the exit
+//! codes (`exit`): an error exits 2, a failed preflight 3; `net status`
+//! uses 1 for "differs", `audit` and `build --audit` 1 for "leaks", and
+//! `build` 4 when the build tool failed.
 //!
 //! Each message is one line (or a short list) that already names the
 //! cause, so `main` prints `Display` alone; the causes are also kept as
@@ -12,6 +14,33 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The exit codes, one per outcome, so a CI job can tell the builder's own
+/// verdicts from the build tool's.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// `audit`, `build --audit`: an image holds the credentials.
+    /// `net status`: the host differs from the configuration.
+    pub const FOUND: u8 = 1;
+    /// An error of the builder (configuration, Docker, usage).
+    pub const ERROR: u8 = 2;
+    /// `build`: a check before the build failed; nothing was started.
+    pub const PREFLIGHT: u8 = 3;
+    /// `build`: the build tool (Kayobe or kolla-build) failed; its own
+    /// status is in the summary.
+    pub const TOOL_FAILED: u8 = 4;
+}
+
+impl BuilderError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuilderError::Preflight(_) => exit::PREFLIGHT,
+            _ => exit::ERROR,
+        }
+    }
+}
 
 /// Failures of `net down`, with what did succeed.
 #[derive(Debug)]
@@ -171,17 +200,17 @@ pub enum Preflight {
         /// How long it waited.
         after: Duration,
     },
-    /// The proxy answered 502 or 504: Pulp refused or did not answer it.
-    #[error("pulp-auth-proxy answers but Pulp did not accept the request ({status}: {reason}); check the password and `journalctl -u pulp-auth-proxy`")]
+    /// The proxy's `/readyz` answered 503 (or a gateway error): it cannot
+    /// use Pulp; the body holds the reason word.
+    #[error("pulp-auth-proxy answers but is not ready ({status}: {reason}); check the password and `journalctl -u pulp-auth-proxy`")]
     UpstreamRefused {
         /// The proxy's status code.
         status: http::StatusCode,
         /// The start of the body.
         reason: String,
     },
-    /// The proxy answered 403: this host or the status path is not
-    /// allowed.
-    #[error("pulp-auth-proxy refused this host ({status}: {reason}); check proxy.allowed_clients and proxy.allowed_paths")]
+    /// The proxy answered 403: this host is not allowed.
+    #[error("pulp-auth-proxy refused this host ({status}: {reason}); check proxy.allowed_clients")]
     ProxyRefused {
         /// The proxy's status code.
         status: http::StatusCode,
@@ -253,19 +282,19 @@ mod tests {
             ),
             (
                 Preflight::ProxyTimeout {
-                    url: "http://192.168.33.3/pulp/api/v3/status/".into(),
+                    url: "http://192.168.33.3/readyz".into(),
                     after: Duration::from_secs(15),
                 }
                 .into(),
-                "preflight: http://192.168.33.3/pulp/api/v3/status/ did not answer within 15 s; is pulp-auth-proxy stuck? see `journalctl -u pulp-auth-proxy`",
+                "preflight: http://192.168.33.3/readyz did not answer within 15 s; is pulp-auth-proxy stuck? see `journalctl -u pulp-auth-proxy`",
             ),
             (
                 Preflight::UpstreamRefused {
-                    status: status(502),
-                    reason: "upstream refused the credentials".into(),
+                    status: status(503),
+                    reason: "not ready: credentials-refused".into(),
                 }
                 .into(),
-                "preflight: pulp-auth-proxy answers but Pulp did not accept the request (502 Bad Gateway: upstream refused the credentials); check the password and `journalctl -u pulp-auth-proxy`",
+                "preflight: pulp-auth-proxy answers but is not ready (503 Service Unavailable: not ready: credentials-refused); check the password and `journalctl -u pulp-auth-proxy`",
             ),
             (
                 Preflight::ProxyRefused {
@@ -273,7 +302,7 @@ mod tests {
                     reason: "forbidden".into(),
                 }
                 .into(),
-                "preflight: pulp-auth-proxy refused this host (403 Forbidden: forbidden); check proxy.allowed_clients and proxy.allowed_paths",
+                "preflight: pulp-auth-proxy refused this host (403 Forbidden: forbidden); check proxy.allowed_clients",
             ),
             (
                 Preflight::DockerDown(bollard::errors::Error::DockerResponseServerError {

@@ -7,4 +7,5 @@ pub mod audit;
 pub mod build;
 pub mod cli;
 pub mod error;
+pub mod kayobe;
 pub mod net;

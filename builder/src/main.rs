@@ -1,10 +1,10 @@
 //! The `ci-builder` binary: parse, load the config, run one command, map
-//! the outcome to an exit status (0 ok, 1 differs, 2 error).
+//! the outcome to an exit status (`error::exit`).
 
 use ci_builder::audit;
 use ci_builder::build;
 use ci_builder::cli::{Cli, Command, Net};
-use ci_builder::error::BuilderError;
+use ci_builder::error::{exit, BuilderError};
 use ci_builder::net::{self, persist};
 use clap::Parser;
 use pulp_auth_config::Config;
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("ci-builder: error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -146,7 +146,6 @@ async fn build_command(
         req,
         std::env::vars_os().collect(),
         matcher.as_deref(),
-        std::time::SystemTime::now(),
     )?;
     if dry_run {
         println!("{}", plan.command_line());
@@ -170,29 +169,50 @@ async fn build_command(
     }
     build::preflight(config, &plan).await?;
     eprintln!("ci-builder: running {}", plan.command_line());
-    let started = std::time::Instant::now();
-    let code = build::run(&plan).await?;
-    let took = std::time::Duration::from_secs(started.elapsed().as_secs());
+    let (started, wall) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let finished = build::run(&plan).await?;
+    let took = std::time::Duration::from_secs(wall.elapsed().as_secs());
     eprintln!(
-        "ci-builder: {} finished in {}, exit status {code}",
+        "ci-builder: {} finished in {}, {finished}",
         plan.program,
         humantime::format_duration(took)
     );
     let docker = audit::docker().await?;
-    let images = audit::images_with_tag(&docker, &plan.tag).await?;
-    eprintln!("ci-builder: {} images tagged {}:", images.len(), plan.tag);
+    let images = match plan.made(started) {
+        build::Made::Tagged(tag) => {
+            let images = audit::images_with_tag(&docker, &tag).await?;
+            eprintln!("ci-builder: {} images tagged {tag}:", images.len());
+            images
+        }
+        build::Made::CreatedSince(since, why) => {
+            let images = audit::images_created_since(&docker, since).await?;
+            eprintln!(
+                "ci-builder: the tag Kayobe used is unknown ({why}); {} images created since the build started:",
+                images.len()
+            );
+            images
+        }
+    };
     for (image, size) in audit::image_sizes(&docker, &images).await? {
         eprintln!("  {image:<60} {:>8.1} MiB", size as f64 / (1024.0 * 1024.0));
     }
-    if code != 0 {
-        return Ok(code.clamp(1, 255) as u8);
+    if let Some(signal) = finished.forwarded {
+        // Interrupted: the conventional 128+N of the signal received.
+        return Ok(128 + signal as u8);
+    }
+    if !finished.success() {
+        eprintln!(
+            "ci-builder: the build failed: {} ended with {finished}",
+            plan.program
+        );
+        return Ok(exit::TOOL_FAILED);
     }
     if let (true, Some(matcher)) = (audit, matcher) {
         let reports = audit::audit_images(&docker, &images, &matcher).await?;
         print!("{}", audit::table(&reports));
         if reports.iter().any(|r| !r.findings.is_empty()) {
             eprintln!("ci-builder: the audit found the credentials in an image; the build fails");
-            return Ok(1);
+            return Ok(exit::FOUND);
         }
     }
     Ok(0)

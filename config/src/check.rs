@@ -352,9 +352,7 @@ fn upstream(u: RawUpstream, f: &mut Findings) -> Option<Upstream> {
 fn build(b: RawBuild, f: &mut Findings) -> Option<Build> {
     let distro = f.take(
         "build.distro",
-        b.distro
-            .as_deref()
-            .map_or(Ok(Build::DEFAULT_DISTRO), Distro::parse),
+        b.distro.as_deref().map(Distro::parse).transpose(),
     );
     let kayobe = match b.kayobe {
         Some(k) if k.is_empty() => {

@@ -201,15 +201,15 @@ pub struct Build {
     pub kayobe_config_path: Option<PathBuf>,
     /// Exported as `KAYOBE_ENVIRONMENT` for Kayobe.
     pub environment: Option<String>,
-    /// The base distribution when `--distro` is not given.
-    pub distro: Distro,
+    /// The base distribution for plain Kolla builds when `--distro` is not
+    /// given. Kayobe builds leave the distribution to Kayobe's own
+    /// configuration unless `--distro` is given.
+    pub distro: Option<Distro>,
 }
 
 impl Build {
     /// `build.kayobe` when absent.
     pub const DEFAULT_KAYOBE: &'static str = "kayobe";
-    /// `build.distro` when absent.
-    pub const DEFAULT_DISTRO: Distro = Distro::Rocky;
 }
 
 /// `[cache]`.

@@ -224,7 +224,7 @@ fn typed_values_and_named_defaults() {
     assert_eq!(p.log_level, LogLevel::Info);
     assert_eq!(p.readiness_cache, Proxy::DEFAULT_READINESS_CACHE);
     assert_eq!(p.max_connections, Proxy::DEFAULT_MAX_CONNECTIONS);
-    assert_eq!(c.build.distro, Distro::Rocky);
+    assert_eq!(c.build.distro, None, "no default: Kayobe decides");
     let text = GOOD.replace(
         "[proxy]\n",
         "[proxy]\nlog_level = \"debug\"\nreadiness_cache_secs = 0\n",
@@ -232,7 +232,7 @@ fn typed_values_and_named_defaults() {
     let c = load_in(&text).unwrap();
     assert_eq!(c.proxy().unwrap().log_level, LogLevel::Debug);
     assert_eq!(c.proxy().unwrap().readiness_cache, Duration::ZERO);
-    assert_eq!(c.build.distro, Distro::Ubuntu);
+    assert_eq!(c.build.distro, Some(Distro::Ubuntu));
     let text = GOOD.replace("[proxy]\n", "[proxy]\nlog_level = \"loud\"\n")
         + "[build]\ndistro = \"gentoo\"\n";
     let err = load_in(&text).unwrap_err().to_string();

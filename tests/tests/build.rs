@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 const FAKE_KAYOBE: &str = r#"#!/bin/sh
 printf '%s\n' "$@" > "$FAKE_OUT/argv"
 env > "$FAKE_OUT/env"
+if [ -n "$FAKE_CONF" ]; then
+    # As Kayobe does: the tag its configuration computed, in the
+    # kolla-build.conf it generates.
+    mkdir -p "$(dirname "$FAKE_CONF")"
+    printf '[DEFAULT]\nbase = rocky\ntag = %s\n' "$FAKE_CONF_TAG" > "$FAKE_CONF"
+    [ -n "$FAKE_TAG_FROM" ] && docker tag "$FAKE_TAG_FROM" "pap-kolla-built:$FAKE_CONF_TAG"
+fi
+if [ -n "$FAKE_BUILD_IMAGE" ]; then
+    printf 'FROM scratch\nLABEL made-by=fake-kayobe-%s\n' "$$" |
+        docker build -q -t "$FAKE_BUILD_IMAGE" - >/dev/null
+fi
 if [ -n "$FAKE_TAG_FROM" ]; then
     for a in "$@"; do
         case "$a" in kolla_tag=*) docker tag "$FAKE_TAG_FROM" "pap-kolla-built:${a#kolla_tag=}" ;; esac
@@ -181,8 +192,10 @@ fn dry_run_prints_the_command_and_removed_names_only() {
         t.contains("-e 'stackhpc_repo_mirror_auth_proxy_url=http://[::1]'"),
         "IPv6 not bracketed or port shown: {t}"
     );
+    // `[build] distro` and no --distro/--tag: Kayobe's configuration
+    // decides both, so neither is passed (extra vars would beat it).
     assert!(
-        t.contains("-e kolla_base_distro=ubuntu -e kolla_tag=ubuntu-2"),
+        !t.contains("kolla_base_distro") && !t.contains("kolla_tag"),
         "{t}"
     );
     assert!(t.contains("'a b'"), "{t}");
@@ -192,21 +205,16 @@ fn dry_run_prints_the_command_and_removed_names_only() {
     );
     assert!(!out_dir.path().join("argv").exists(), "dry run ran kayobe");
     leak::assert_clean("the dry run", t.as_bytes());
-    let tag = t
-        .split("kolla_tag=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let stamp = tag.strip_prefix("ubuntu-").unwrap();
-    assert_eq!(stamp.len(), 15, "{tag}");
+    let o = builder(
+        &cfg,
+        &["build", "seed", "--dry-run", "--distro", "rocky"],
+        &[],
+        out_dir.path(),
+    );
+    let t = text(&o);
     assert!(
-        stamp
-            .chars()
-            .enumerate()
-            .all(|(i, c)| if i == 8 { c == 'T' } else { c.is_ascii_digit() }),
-        "{tag}"
+        t.contains("-e kolla_base_distro=rocky") && !t.contains("kolla_tag"),
+        "{t}"
     );
 
     let cfg = config(&s, "[2001:db8::3]:8080", "");
@@ -226,7 +234,7 @@ fn dry_run_prints_the_command_and_removed_names_only() {
 }
 
 #[tokio::test]
-async fn exit_status_and_signals_pass_through() {
+async fn a_failed_build_tool_exits_4_and_signals_pass_through() {
     let s = Setup::start().await;
     let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
     let out_dir = tempfile::tempdir().unwrap();
@@ -244,7 +252,14 @@ async fn exit_status_and_signals_pass_through() {
     })
     .await
     .unwrap();
-    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    // Kayobe's own status is in the summary; the builder's code says which
+    // side failed.
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(
+        t.contains("exit status 7") && t.contains("the build failed"),
+        "{t}"
+    );
 
     for (sig, code, name) in [("TERM", 143, "TERM"), ("INT", 130, "INT")] {
         let _ = std::fs::remove_file(dir.join("started"));
@@ -292,7 +307,7 @@ fn preflight_without_a_proxy() {
     let cfg = config(&s, &format!("127.0.0.1:{port}"), "");
     let out_dir = tempfile::tempdir().unwrap();
     let o = builder(&cfg, &["build", "seed"], &[], out_dir.path());
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3), "a failed preflight exits 3");
     let t = text(&o);
     assert_eq!(t.lines().count(), 1, "{t}");
     assert!(
@@ -318,8 +333,11 @@ async fn preflight_with_the_upstream_refusing_credentials() {
     .await
     .unwrap();
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("502") && t.contains("check the password"), "{t}");
+    assert_eq!(o.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("503") && t.contains("credentials-refused") && t.contains("check the password"),
+        "{t}"
+    );
     assert!(!out_dir.path().join("argv").exists());
     leak::assert_clean("ci-builder's output", t.as_bytes());
 }
@@ -342,7 +360,7 @@ async fn preflight_docker_and_kayobe_missing() {
     })
     .await
     .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
         text(&o).contains("Docker daemon does not answer"),
         "{}",
@@ -359,7 +377,7 @@ async fn preflight_docker_and_kayobe_missing() {
     })
     .await
     .unwrap();
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     assert!(
         text(&o).contains("build.kayobe `/nonexistent/kayobe` is not an executable program"),
         "{}",
@@ -384,7 +402,7 @@ fn preflight_names_the_missing_bridge() {
         &["--config", cfg.to_str().unwrap(), "build", "seed"],
     );
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert_eq!(o.status.code(), Some(3), "{t}");
     assert!(
         t.contains("proxy.listen 192.168.33.3 is not an address of this host"),
         "{t}"
@@ -448,4 +466,88 @@ async fn audit_after_the_build_fails_it_on_a_leak() {
         assert!(t.contains(if want == 0 { "clean" } else { "LEAKS" }), "{t}");
         leak::assert_clean("ci-builder's output", t.as_bytes());
     }
+}
+
+/// Without --tag, the images are the ones tagged as Kayobe's configuration
+/// decided (read from the kolla-build.conf it wrote, under the
+/// configuration's `base_path`); without that file, the images Docker
+/// created since the build started.
+#[tokio::test]
+async fn without_a_tag_the_build_finds_the_tag_kayobe_chose() {
+    use e2e::docker::Image;
+    let s = Setup::start().await;
+    let kayobe_config = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    std::fs::write(
+        kayobe_config.path().join("globals.yml"),
+        format!("---\nbase_path: {}\n", base.path().display()),
+    )
+    .unwrap();
+    let cfg = config(
+        &s.scratch,
+        &s.proxy.addr.to_string(),
+        &format!(
+            "kayobe_config_path = \"{}\"\ndistro = \"ubuntu\"\n",
+            kayobe_config.path().display()
+        ),
+    );
+    let pid = std::process::id();
+    let from = Image::build(
+        &format!("pap-build-kayobe-tag:{pid}"),
+        "FROM scratch\nCOPY busybox /bin/busybox\n",
+        &[],
+        &[],
+    );
+    let chosen = format!("master-ubuntu-noble-{pid}");
+    let _built = Image {
+        tag: format!("pap-kolla-built:{chosen}"),
+    };
+    let conf = base.path().join("etc/kolla/kolla-build.conf");
+    let out_dir = tempfile::tempdir().unwrap();
+    let run = |env: Vec<(String, String)>| {
+        let (cfg, dir) = (cfg.clone(), out_dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (&**k, &**v)).collect();
+            builder(&cfg, &["build", "seed"], &env, &dir)
+        })
+    };
+    let o = run(vec![
+        ("FAKE_CONF".into(), conf.to_str().unwrap().into()),
+        ("FAKE_CONF_TAG".into(), chosen.clone()),
+        ("FAKE_TAG_FROM".into(), from.tag.clone()),
+    ])
+    .await
+    .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let args = argv(out_dir.path());
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("kolla_tag=") || a.starts_with("kolla_base_distro=")),
+        "{args:?}"
+    );
+    assert!(t.contains(&format!("1 images tagged {chosen}:")), "{t}");
+    assert!(t.contains(&format!("pap-kolla-built:{chosen}")), "{t}");
+
+    // A conf file from an earlier build is not trusted: the images created
+    // since this build started are its images.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&conf)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let made = format!("pap-kolla-made:{pid}");
+    let _made = Image { tag: made.clone() };
+    let o = run(vec![("FAKE_BUILD_IMAGE".into(), made.clone())])
+        .await
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("the tag Kayobe used is unknown"), "{t}");
+    assert!(t.contains("was not written by this build"), "{t}");
+    assert!(t.contains("images created since the build started"), "{t}");
+    assert!(t.contains(&made), "{t}");
 }

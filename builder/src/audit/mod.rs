@@ -127,6 +127,29 @@ pub async fn images_with_tag(docker: &Docker, tag: &str) -> Result<Vec<String>, 
     Ok(out)
 }
 
+/// Every local image created at or after `since`, by its first tag (or ID
+/// when untagged).
+pub async fn images_created_since(
+    docker: &Docker,
+    since: std::time::SystemTime,
+) -> Result<Vec<String>, BuilderError> {
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let images = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .map_err(BuilderError::Docker)?;
+    let mut out: Vec<String> = images
+        .into_iter()
+        .filter(|i| i.created >= since)
+        .map(|i| i.repo_tags.into_iter().next().unwrap_or(i.id))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Each image's size in bytes.
 pub async fn image_sizes(
     docker: &Docker,
