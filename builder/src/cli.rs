@@ -56,6 +56,10 @@ pub enum Command {
         #[arg(value_name = "REGEX")]
         regexes: Vec<String>,
     },
+    /// Use the new images: set the built tag in the Kayobe configuration's
+    /// kolla-image-tags.yml (kolla_image_tags.<KEY>.<distribution>),
+    /// changing only that value.
+    Tags(Tags),
     /// Search images for the Pulp credentials in every form: config,
     /// history, and every file of every layer. Exit 0 when no image holds
     /// them, 1 when one does (and where), 2 on error.
@@ -70,6 +74,28 @@ pub enum Command {
         #[arg(value_name = "IMAGE")]
         images: Vec<String>,
     },
+}
+
+/// The `ci-builder tags` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Tags {
+    /// The Kayobe configuration directory (`etc/kayobe`) that holds
+    /// kolla-image-tags.yml.
+    #[arg(long, value_name = "DIR")]
+    pub kayobe_config: PathBuf,
+    /// The tag to set; default: the tag of the last build, from the
+    /// kolla-build.conf Kayobe wrote.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// The service key under kolla_image_tags.
+    #[arg(long, value_name = "KEY", default_value = "openstack")]
+    pub key: String,
+    /// The distribution key (e.g. rocky-9); default: read from the tag.
+    #[arg(long, value_name = "KEY")]
+    pub distro_key: Option<String>,
+    /// Print the change as a diff; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `ci-builder net ...`.

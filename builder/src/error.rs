@@ -124,6 +124,12 @@ pub enum BuilderError {
         /// The tag as given.
         tag: String,
     },
+    /// `tags` could not change the image tags file.
+    #[error(transparent)]
+    Tags(#[from] crate::tags::TagsError),
+    /// `tags` without `--tag`, and the tag of the last build is unknown.
+    #[error("no --tag given and the tag of the last build is unknown ({0}); pass --tag")]
+    NoTag(String),
     /// The Kayobe program passed preflight but could not be started.
     #[error("cannot start {program}: {source}")]
     Spawn {

@@ -9,3 +9,4 @@ pub mod cli;
 pub mod error;
 pub mod kayobe;
 pub mod net;
+pub mod tags;

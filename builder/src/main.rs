@@ -3,7 +3,7 @@
 
 use ci_builder::audit;
 use ci_builder::build;
-use ci_builder::cli::{Cli, Command, Net};
+use ci_builder::cli::{self, Cli, Command, Net};
 use ci_builder::error::{exit, BuilderError};
 use ci_builder::net::{self, persist};
 use clap::Parser;
@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
             };
             build_command(&config, &req, audit, dry_run).await
         }
+        Command::Tags(args) => tags_command(&config, args),
         Command::Net(cmd) => {
             let network = config.network()?;
             match cmd {
@@ -247,4 +248,38 @@ async fn audit_command(
     } else {
         0
     })
+}
+
+fn tags_command(config: &Config, args: cli::Tags) -> Result<u8, BuilderError> {
+    let tag = match args.tag {
+        Some(tag) => tag,
+        None => {
+            let conf = ci_builder::kayobe::build_conf_path(
+                Some(&args.kayobe_config),
+                config.build.environment.as_deref(),
+            );
+            ci_builder::kayobe::read_tag(&conf, std::time::UNIX_EPOCH)
+                .map_err(BuilderError::NoTag)?
+        }
+    };
+    let distro = match args.distro_key {
+        Some(d) => d,
+        None => ci_builder::tags::distro_key(&tag)?,
+    };
+    let edit = ci_builder::tags::plan(&args.kayobe_config, &args.key, &distro, &tag)?;
+    if edit.before == edit.after {
+        println!("{}: already {tag}", edit.path.display());
+        return Ok(exit::OK);
+    }
+    if args.dry_run {
+        print!("{}", edit.diff());
+        return Ok(exit::OK);
+    }
+    edit.write()?;
+    println!(
+        "{}: kolla_image_tags.{}.{distro} = {tag}",
+        edit.path.display(),
+        args.key
+    );
+    Ok(exit::OK)
 }

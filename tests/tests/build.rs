@@ -551,3 +551,67 @@ async fn without_a_tag_the_build_finds_the_tag_kayobe_chose() {
     assert!(t.contains("images created since the build started"), "{t}");
     assert!(t.contains(&made), "{t}");
 }
+
+/// `tags` sets the built tag in kolla-image-tags.yml, one value, the rest
+/// byte for byte; `--dry-run` shows the diff and writes nothing; without
+/// `--tag` the tag comes from the kolla-build.conf of the last build; a
+/// shape it does not know is refused and left alone.
+#[test]
+fn tags_sets_the_built_tag_in_the_kayobe_configuration() {
+    let s = Scratch::new();
+    let cfg = config(&s, "127.0.0.1:80", "");
+    let kayobe = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    std::fs::write(
+        kayobe.path().join("globals.yml"),
+        format!("base_path: {}\n", base.path().display()),
+    )
+    .unwrap();
+    let file = kayobe.path().join("kolla-image-tags.yml");
+    let original = "---\n# tags\nkolla_image_tags:\n  openstack:\n    rocky-9: 2025.1-rocky-9-20260101T000000\n    ubuntu-noble: 2025.1-ubuntu-noble-20260101T000000 # keep\n";
+    std::fs::write(&file, original).unwrap();
+    let tags = |args: &[&str]| {
+        let mut all = vec!["tags", "--kayobe-config", kayobe.path().to_str().unwrap()];
+        all.extend_from_slice(args);
+        builder(&cfg, &all, &[], s.dir.path())
+    };
+
+    let new = "2025.1-rocky-9-20261203T120000";
+    let o = tags(&["--tag", new, "--dry-run"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("-    rocky-9: 2025.1-rocky-9-20260101T000000"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("+    rocky-9: {new}")), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        original,
+        "dry run wrote"
+    );
+
+    let conf = base.path().join("etc/kolla/kolla-build.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(&conf, format!("[DEFAULT]\ntag = {new}\n")).unwrap();
+    let o = tags(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        original.replace(
+            "rocky-9: 2025.1-rocky-9-20260101T000000",
+            &format!("rocky-9: {new}")
+        )
+    );
+
+    let odd = "kolla_image_tags: {openstack: {rocky-9: x}}\n";
+    std::fs::write(&file, odd).unwrap();
+    let o = tags(&["--tag", new]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("not a block mapping") && t.contains("set the tag by hand"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), odd);
+}
