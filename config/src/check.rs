@@ -4,8 +4,8 @@
 use crate::error::{ConfigError, Problem};
 use crate::raw::{RawBuild, RawCache, RawConfig, RawNetwork, RawProxy, RawSize, RawUpstream};
 use crate::types::{
-    parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix, Scheme,
-    UpstreamOrigin,
+    parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix, RedirectHost,
+    Scheme, UpstreamOrigin,
 };
 use crate::{Build, Cache, Config, LogFormat, Network, Proxy, Upstream};
 use ipnet::IpNet;
@@ -338,6 +338,29 @@ fn upstream(u: RawUpstream, f: &mut Findings) -> Option<Upstream> {
         Upstream::DEFAULT_BODY_TIMEOUT,
         1,
     );
+    let max_redirects = f.within(
+        "upstream.max_redirects",
+        u.max_redirects,
+        Upstream::DEFAULT_MAX_REDIRECTS,
+        (0, 10),
+    );
+    let redirect_hosts = match u.redirect_hosts {
+        None => Some(None),
+        Some(list) => {
+            let mut hosts = Vec::with_capacity(list.len());
+            let mut ok = true;
+            for text in &list {
+                match RedirectHost::parse(text) {
+                    Ok(h) => hosts.push(h),
+                    Err(e) => {
+                        f.problem("upstream.redirect_hosts", e);
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(Some(hosts))
+        }
+    };
     Some(Upstream {
         origin: origin?,
         username: username?,
@@ -346,6 +369,8 @@ fn upstream(u: RawUpstream, f: &mut Findings) -> Option<Upstream> {
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,
         body_timeout: body_timeout?,
+        max_redirects: max_redirects?,
+        redirect_hosts: redirect_hosts?,
     })
 }
 

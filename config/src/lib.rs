@@ -22,7 +22,7 @@ mod types;
 pub use error::{ConfigError, Problem};
 pub use types::{
     http_url, parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix,
-    Scheme, UpstreamOrigin,
+    RedirectHost, Scheme, UpstreamOrigin,
 };
 
 use ipnet::IpNet;
@@ -170,9 +170,16 @@ pub struct Upstream {
     pub response_timeout: Duration,
     /// Longest gap between two body chunks.
     pub body_timeout: Duration,
+    /// Most redirects to other origins followed for one request.
+    pub max_redirects: u32,
+    /// Hosts redirects may be followed to; `None`: any host whose
+    /// addresses are all public.
+    pub redirect_hosts: Option<Vec<RedirectHost>>,
 }
 
 impl Upstream {
+    /// `upstream.max_redirects` when absent.
+    pub const DEFAULT_MAX_REDIRECTS: u32 = 3;
     /// `upstream.connect_timeout_secs` when absent.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// `upstream.response_timeout_secs` when absent.
@@ -188,6 +195,8 @@ impl fmt::Debug for Upstream {
             .field("origin", &self.origin)
             .field("password_file", &self.password_file)
             .field("ca_file", &self.ca_file)
+            .field("max_redirects", &self.max_redirects)
+            .field("redirect_hosts", &self.redirect_hosts)
             .finish_non_exhaustive()
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct RawUpstream {
     pub connect_timeout_secs: Option<u64>,
     pub response_timeout_secs: Option<u64>,
     pub body_timeout_secs: Option<u64>,
+    pub max_redirects: Option<u32>,
+    pub redirect_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -353,6 +353,56 @@ impl fmt::Display for InterfaceName {
     }
 }
 
+/// One `upstream.redirect_hosts` entry: a host the proxy may follow a
+/// redirect to. Exact host names and IP addresses match themselves;
+/// `*.suffix` matches every name under `suffix` (not `suffix` itself).
+/// Kept in lower case, as host names compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectHost(String);
+
+impl RedirectHost {
+    /// Checks one entry: a host name (letters, digits, `-` and `.`), an
+    /// IPv4 or IPv6 address (without brackets), or `*.` and a host name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.to_ascii_lowercase();
+        if lower.parse::<IpAddr>().is_ok() {
+            return Ok(Self(lower));
+        }
+        let name = lower.strip_prefix("*.").unwrap_or(&lower);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "`{text}` is not a host name, an IP address or `*.` and a host name; \
+                 write e.g. \"objects.example.com\" or \"*.s3.example.com\" (no scheme, port or path)"
+            ));
+        }
+        Ok(Self(lower))
+    }
+
+    /// Whether `host` (as in a URL, IPv6 without brackets) is this entry.
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        match self.0.strip_prefix("*.") {
+            Some(suffix) => host
+                .strip_suffix(suffix)
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+            None => host == self.0,
+        }
+    }
+}
+
+impl fmt::Display for RedirectHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

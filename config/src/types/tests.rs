@@ -112,3 +112,33 @@ fn path_prefix_with_a_slash_admits_only_what_is_under_it() {
     assert!(bare.matches("/pulp/content/"));
     assert!(!bare.matches("/pulp"));
 }
+
+#[test]
+fn redirect_hosts_are_names_addresses_or_suffixes() {
+    for bad in [
+        "",
+        "*.",
+        "*",
+        "https://objects.example.com",
+        "objects.example.com:443",
+        "objects.example.com/bucket",
+        "-bad.example.com",
+        "a..b",
+        "*.*.example.com",
+        "[::1]",
+    ] {
+        assert!(RedirectHost::parse(bad).is_err(), "{bad:?} accepted");
+    }
+    let exact = RedirectHost::parse("Objects.Example.com").unwrap();
+    assert!(exact.matches("objects.example.COM"));
+    assert!(!exact.matches("x.objects.example.com"));
+    let suffix = RedirectHost::parse("*.s3.example.com").unwrap();
+    assert!(suffix.matches("bucket.s3.example.com"));
+    assert!(suffix.matches("a.b.s3.example.com"));
+    assert!(!suffix.matches("s3.example.com"));
+    assert!(!suffix.matches("evils3.example.com"));
+    assert!(!suffix.matches(".s3.example.com"));
+    let ip = RedirectHost::parse("127.0.0.1").unwrap();
+    assert!(ip.matches("127.0.0.1"));
+    assert!(RedirectHost::parse("::1").unwrap().matches("::1"));
+}

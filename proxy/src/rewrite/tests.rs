@@ -14,6 +14,8 @@ fn upstream() -> Upstream {
         connect_timeout: std::time::Duration::from_secs(1),
         response_timeout: std::time::Duration::from_secs(1),
         body_timeout: std::time::Duration::from_secs(1),
+        max_redirects: 3,
+        redirect_hosts: None,
     };
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
