@@ -10,6 +10,7 @@ pub mod leak;
 pub mod netns;
 pub mod pki;
 pub mod proxy;
+pub mod storage;
 pub mod upstream;
 
 /// The test credentials. The password is obviously fake and holds every

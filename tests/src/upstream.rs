@@ -115,11 +115,16 @@ pub enum Versions {
     Tls12,
 }
 
+/// Path -> content and its version (1 for the first `put`, then +1);
+/// shared with the storage in redirect mode.
+pub(crate) type Files = Arc<Mutex<HashMap<String, (Content, u64)>>>;
+
 #[derive(Default)]
 struct Shared {
     body_bytes: std::sync::atomic::AtomicU64,
-    /// Path -> content and its version (1 for the first `put`, then +1).
-    files: Mutex<HashMap<String, (Content, u64)>>,
+    files: Files,
+    /// Set in redirect mode: every content request is a 302 to it.
+    storage: Mutex<Option<Arc<crate::storage::StorageShared>>>,
     requests: Mutex<Vec<Recorded>>,
     handshakes_ok: AtomicUsize,
     handshakes_failed: AtomicUsize,
@@ -133,7 +138,7 @@ struct Shared {
 }
 
 /// The TLS side of both stand-ins: `cert`, `versions`, HTTP/1.1 by ALPN.
-fn acceptor(cert: ServerCert, versions: Versions) -> tokio_rustls::TlsAcceptor {
+pub(crate) fn acceptor(cert: ServerCert, versions: Versions) -> tokio_rustls::TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&'static rustls::SupportedProtocolVersion] = match versions {
         Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -234,6 +239,18 @@ impl Upstream {
         let mut files = self.shared.files.lock().unwrap();
         let version = files.get(path).map_or(1, |(_, v)| v + 1);
         files.insert(path.to_string(), (content, version));
+    }
+
+    /// Switches to object-storage mode, as a Pulp with
+    /// `REDIRECT_TO_OBJECT_STORAGE`: from now on every content request the
+    /// credentials pass is answered `302`, `Cache-Control: no-store`, the
+    /// upstream's `ETag`, and a `Location` presigned for its method on the
+    /// returned storage, which serves the same files. A matching
+    /// `If-None-Match` still gets the upstream's own 304.
+    pub async fn with_storage(&self, cert: ServerCert) -> crate::storage::Storage {
+        let storage = crate::storage::Storage::start(cert, self.shared.files.clone()).await;
+        *self.shared.storage.lock().unwrap() = Some(storage.shared.clone());
+        storage
     }
 
     /// Emulates a remote link: `latency` before every response head, and
@@ -391,6 +408,19 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             .body(full(""))
             .unwrap();
     }
+    let storage = s.storage.lock().unwrap().clone();
+    if let Some(storage) = storage {
+        // Pulp redirects to the stored object by its own path.
+        let location = crate::storage::location(&storage, req.method().as_str(), &path);
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::CACHE_CONTROL, "no-store")
+            .header(header::ETAG, etag)
+            .header(header::LOCATION, location)
+            .header(header::CONTENT_LENGTH, 0)
+            .body(full(""))
+            .unwrap();
+    }
     let head = req.method() == http::Method::HEAD;
     let builder = Response::builder()
         .header(header::ETAG, etag)
@@ -495,7 +525,7 @@ impl Drop for OpenConnection {
 }
 
 /// A distinct, valid HTTP date per version.
-fn last_modified(version: u64) -> String {
+pub(crate) fn last_modified(version: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     // Day `version` of January 1970 (the 1st was a Thursday).
     let day = version.clamp(1, 31);
@@ -510,7 +540,12 @@ fn full(b: impl Into<Bytes>) -> Body {
 }
 
 fn range(req: &Request<Incoming>, len: u64) -> Option<(u64, u64)> {
-    let v = req.headers().get(header::RANGE)?.to_str().ok()?;
+    range_of(req.headers(), len)
+}
+
+/// The one `bytes=a-b` or `bytes=a-` range in `headers`, if satisfiable.
+pub(crate) fn range_of(headers: &http::HeaderMap, len: u64) -> Option<(u64, u64)> {
+    let v = headers.get(header::RANGE)?.to_str().ok()?;
     let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
     let start: u64 = a.parse().ok()?;
     let end: u64 = if b.is_empty() {
@@ -575,7 +610,7 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
