@@ -28,6 +28,8 @@ pub struct Access {
     pub upstream: Option<Duration>,
     /// What the cache did, when it is on.
     pub cache: Option<Outcome>,
+    /// The storage host and hop count, when a redirect was followed.
+    pub storage: Option<crate::redirect::Followed>,
     /// Where the request is counted.
     pub metrics: Arc<Metrics>,
 }
@@ -50,6 +52,7 @@ impl Access {
             started,
             upstream: None,
             cache: None,
+            storage: None,
             metrics: metrics.clone(),
         }
     }
@@ -71,6 +74,8 @@ impl Access {
                 duration_ms,
                 upstream_ms,
                 cache = self.cache.map(tracing::field::display),
+                storage = self.storage.as_ref().map(|f| tracing::field::display(Field(&f.host))),
+                hops = self.storage.as_ref().map(|f| f.hops),
                 "request"
             ),
             Err(why) => tracing::warn!(
@@ -83,6 +88,8 @@ impl Access {
                 duration_ms,
                 upstream_ms,
                 cache = self.cache.map(tracing::field::display),
+                storage = self.storage.as_ref().map(|f| tracing::field::display(Field(&f.host))),
+                hops = self.storage.as_ref().map(|f| f.hops),
                 outcome = %why,
                 "request aborted"
             ),

@@ -161,6 +161,37 @@ pub enum UpstreamError {
     Framing(Framing),
     /// Any other failure, with its cause chain.
     Other(String),
+    /// A hop to object storage failed the way `cause` names.
+    Storage {
+        /// The storage host (never the URL: its query is a credential).
+        host: String,
+        /// What failed.
+        cause: Box<UpstreamError>,
+    },
+    /// The storage answered 401 or 403 (an expired or refused signature),
+    /// also after a fresh redirect.
+    StorageRefused {
+        /// The storage host.
+        host: String,
+        /// Its status.
+        status: http::StatusCode,
+    },
+    /// A redirect target the proxy may not follow: outside
+    /// `upstream.redirect_hosts`, a private address, plain http.
+    StorageHost {
+        /// The host.
+        host: String,
+        /// Which rule.
+        why: &'static str,
+    },
+    /// More than `upstream.max_redirects` hops, a loop, or an unusable
+    /// `Location`.
+    Redirects {
+        /// The last host.
+        host: String,
+        /// What went wrong.
+        why: &'static str,
+    },
 }
 
 /// Response framing the proxy refuses to forward (see `framing`): with
@@ -210,6 +241,19 @@ impl UpstreamError {
             UpstreamError::CredentialsRefused(_) => "credentials-refused",
             UpstreamError::Framing(_) => "framing",
             UpstreamError::Other(_) => "other",
+            UpstreamError::Storage { cause, .. } => match cause.kind() {
+                "bad-certificate" => "storage-bad-certificate",
+                "tls" => "storage-tls",
+                "connect-refused" => "storage-connect-refused",
+                "dns" => "storage-dns",
+                "connect-timeout" => "storage-connect-timeout",
+                "response-timeout" => "storage-response-timeout",
+                "framing" => "storage-framing",
+                _ => "storage-other",
+            },
+            UpstreamError::StorageRefused { .. } => "storage-refused",
+            UpstreamError::StorageHost { .. } => "storage-host",
+            UpstreamError::Redirects { .. } => "redirects",
         }
     }
 }
@@ -236,6 +280,20 @@ impl fmt::Display for UpstreamError {
             ),
             UpstreamError::Framing(why) => write!(f, "upstream response refused: {why}"),
             UpstreamError::Other(e) => write!(f, "upstream request failed: {e}"),
+            UpstreamError::Storage { host, cause } => {
+                write!(f, "following the upstream's redirect to storage host {host}: {cause}")
+            }
+            UpstreamError::StorageRefused { host, status } => write!(
+                f,
+                "storage host {host} refused the presigned URL ({status}), also after a fresh redirect: an expired signature or clocks apart"
+            ),
+            UpstreamError::StorageHost { host, why } => write!(
+                f,
+                "the upstream redirected to {host}, which the proxy does not follow: {why}"
+            ),
+            UpstreamError::Redirects { host, why } => {
+                write!(f, "redirects not followed at {host}: {why}")
+            }
         }
     }
 }

@@ -69,12 +69,26 @@ impl<'a> Exchange<'a> {
         let result = match req {
             Ok(req) => {
                 let method = req.method().clone();
-                upstream.send(req).await.map(|resp| (method, resp))
+                let replay = crate::redirect::Replay::of(&req);
+                match upstream.send(req).await {
+                    Ok(resp) => {
+                        self.access.upstream = Some(sent.elapsed());
+                        crate::redirect::follow(upstream, &replay, resp, &self.state.metrics)
+                            .await
+                            .map(|(resp, followed)| (method, resp, followed))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
-        self.access.upstream = Some(sent.elapsed());
-        let (method, resp) = result?;
+        if self.access.upstream.is_none() {
+            self.access.upstream = Some(sent.elapsed());
+        }
+        let (method, resp, followed) = result?;
+        if let Some(followed) = followed {
+            self.access.storage = Some(followed);
+        }
         self.state.metrics.upstream_latency(sent.elapsed());
         // Before the headers are rewritten: the check reads the framing
         // headers that `from_upstream` removes.

@@ -70,7 +70,12 @@ impl NotReady {
                 UpstreamError::Refused(_) | UpstreamError::Dns(_) => "unreachable",
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => "timeout",
                 UpstreamError::Framing(_) => "framing",
-                UpstreamError::Other(_) => "upstream-error",
+                // The probe follows no redirect; these cannot arise.
+                UpstreamError::Other(_)
+                | UpstreamError::Storage { .. }
+                | UpstreamError::StorageRefused { .. }
+                | UpstreamError::StorageHost { .. }
+                | UpstreamError::Redirects { .. } => "upstream-error",
             },
             NotReady::Status(_) => "status",
         }

@@ -26,6 +26,7 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod redirect;
 pub mod reload;
 pub mod respond;
 pub mod rewrite;

@@ -21,6 +21,13 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// A storage host named by the upstream's redirects: the upstream is
+/// trusted, and `upstream.redirect_hosts` bounds the set when it is set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
@@ -43,6 +50,8 @@ pub struct Metrics {
     bytes: Counter,
     upstream_seconds: Histogram,
     upstream_errors: Family<KindLabel, Counter>,
+    redirects: Family<HostLabel, Counter>,
+    storage_errors: Family<KindLabel, Counter>,
     refusals: Family<RuleLabel, Counter>,
     open_connections: Gauge,
     closed_connections: Family<ReasonLabel, Counter>,
@@ -101,6 +110,18 @@ impl Metrics {
             "Upstream failures, by kind",
             upstream_errors.clone(),
         );
+        let redirects = Family::<HostLabel, Counter>::default();
+        registry.register(
+            "redirects_followed",
+            "Redirects to object storage the proxy followed, by storage host",
+            redirects.clone(),
+        );
+        let storage_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "storage_errors",
+            "Failures on a redirect to object storage, by kind",
+            storage_errors.clone(),
+        );
         let refusals = Family::<RuleLabel, Counter>::default();
         registry.register(
             "refusals",
@@ -158,6 +179,8 @@ impl Metrics {
             bytes,
             upstream_seconds,
             upstream_errors,
+            redirects,
+            storage_errors,
             refusals,
             open_connections,
             closed_connections,
@@ -195,6 +218,20 @@ impl Metrics {
         self.upstream_errors
             .get_or_create(&KindLabel { kind })
             .inc();
+    }
+
+    /// One redirect followed to `host` (never its path or query).
+    pub fn redirect_followed(&self, host: &str) {
+        self.redirects
+            .get_or_create(&HostLabel {
+                host: host.to_string(),
+            })
+            .inc();
+    }
+
+    /// One failure on a storage hop.
+    pub fn storage_error(&self, kind: &'static str) {
+        self.storage_errors.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// One refusal.

@@ -71,6 +71,9 @@ pub fn answer(err: &ProxyError) -> Answer {
                 Answer::new(S::URI_TOO_LONG, "the request target is too long", true)
             }
         },
+        ProxyError::Upstream(UpstreamError::Storage { cause, .. }) => {
+            answer(&ProxyError::Upstream((**cause).clone()))
+        }
         ProxyError::Upstream(u) => match u {
             UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => Answer::new(
                 S::GATEWAY_TIMEOUT,
@@ -87,7 +90,18 @@ pub fn answer(err: &ProxyError) -> Answer {
                 "the upstream's response could not be forwarded faithfully",
                 false,
             ),
+            UpstreamError::StorageRefused { .. } => Answer::new(
+                S::BAD_GATEWAY,
+                "the object storage refused the upstream's redirect",
+                false,
+            ),
+            UpstreamError::StorageHost { .. } | UpstreamError::Redirects { .. } => Answer::new(
+                S::BAD_GATEWAY,
+                "the upstream's redirect was not followed",
+                false,
+            ),
             UpstreamError::Certificate(_)
+            | UpstreamError::Storage { .. }
             | UpstreamError::Tls(_)
             | UpstreamError::Refused(_)
             | UpstreamError::Dns(_)
@@ -156,6 +170,9 @@ pub fn failed(access: Access, cause: &UpstreamError) -> Response<ProxyBody> {
     let resp = error_response(&ProxyError::Upstream(cause.clone()));
     let status = resp.status().as_u16();
     access.metrics.upstream_error(cause.kind());
+    if cause.kind().starts_with("storage") || cause.kind() == "redirects" {
+        access.metrics.storage_error(cause.kind());
+    }
     access.metrics.request(&access.method, status, 0);
     tracing::error!(
         target: "access",

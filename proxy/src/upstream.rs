@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use http_body_util::Empty;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +33,13 @@ const READ_BUF: usize = 64 * 1024;
 /// needs.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<TimeoutConnector, Empty<Bytes>>,
+    client: Client<TimeoutConnector<HttpConnector>, Empty<Bytes>>,
+    /// For redirects to object storage: the same trust anchors, timeouts
+    /// and schemes, its own pool, and a resolver that refuses private
+    /// addresses for hosts not listed in `upstream.redirect_hosts`.
+    storage: Client<TimeoutConnector<HttpConnector<GuardedResolver>>, Empty<Bytes>>,
+    /// Which redirects are followed.
+    pub redirects: Arc<crate::redirect::Rules>,
     origin: UpstreamOrigin,
     base: String,
     host: HeaderValue,
@@ -55,7 +62,51 @@ impl Upstream {
         config: &pulp_auth_config::Upstream,
         tls: rustls::ClientConfig,
     ) -> Result<Self, StartError> {
-        let mut http = HttpConnector::new();
+        let redirects = Arc::new(crate::redirect::Rules::new(config));
+        let client = Self::client(config, tls.clone(), HttpConnector::new());
+        let storage = Self::client(
+            config,
+            tls,
+            HttpConnector::new_with_resolver(GuardedResolver(redirects.clone())),
+        );
+        let origin = config.origin.clone();
+        let host =
+            HeaderValue::from_str(&origin.host_header()).map_err(|_| StartError::UpstreamHost)?;
+        Ok(Self {
+            client,
+            storage,
+            redirects,
+            base: format!("{}{}", origin.origin(), origin.prefix()),
+            origin,
+            host,
+            response_timeout: config.response_timeout,
+            body_timeout: config.body_timeout,
+        })
+    }
+
+    fn client<R>(
+        config: &pulp_auth_config::Upstream,
+        tls: rustls::ClientConfig,
+        mut http: HttpConnector<R>,
+    ) -> Client<TimeoutConnector<HttpConnector<R>>, Empty<Bytes>>
+    where
+        R: tower_service::Service<Name> + Clone + Send + Sync + 'static,
+        HttpConnector<R>: tower_service::Service<Uri>,
+        HttpsConnector<HttpConnector<R>>: tower_service::Service<
+                Uri,
+                Response = MaybeHttpsStream<TokioIo<TcpStream>>,
+                Error = BoxError,
+                Future = Pin<
+                    Box<
+                        dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>>
+                            + Send,
+                    >,
+                >,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -70,7 +121,7 @@ impl Upstream {
             inner: https,
             timeout: config.connect_timeout,
         };
-        let client = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
@@ -80,18 +131,22 @@ impl Upstream {
             // at full speed.
             .http1_read_buf_exact_size(READ_BUF)
             .set_host(false)
-            .build(connector);
-        let origin = config.origin.clone();
-        let host =
-            HeaderValue::from_str(&origin.host_header()).map_err(|_| StartError::UpstreamHost)?;
-        Ok(Self {
-            client,
-            base: format!("{}{}", origin.origin(), origin.prefix()),
-            origin,
-            host,
-            response_timeout: config.response_timeout,
-            body_timeout: config.body_timeout,
-        })
+            .build(connector)
+    }
+
+    /// Sends one request to object storage (a redirect's target) and
+    /// waits for the response head within `response_timeout`. Unlike
+    /// [`Upstream::send`], a 401 or 403 is the storage's answer, for the
+    /// redirect rules to judge; the request never holds the credentials.
+    pub async fn send_storage(
+        &self,
+        req: http::Request<Empty<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.storage.request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
     }
 
     /// The origin, for logs.
@@ -178,9 +233,51 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StartE
 /// Bounds TCP connect plus the TLS handshake; `HttpConnector`'s own timeout
 /// covers only TCP.
 #[derive(Clone)]
-struct TimeoutConnector {
-    inner: HttpsConnector<HttpConnector>,
+struct TimeoutConnector<H> {
+    inner: HttpsConnector<H>,
     timeout: Duration,
+}
+
+/// Resolves storage host names, and refuses the lookup when a name not
+/// listed in `upstream.redirect_hosts` has a loopback, link-local or
+/// private address: the check and the connect use the same answer, so a
+/// name cannot resolve public for the check and private for the connect.
+/// (IP-literal hosts never reach a resolver; `redirect` checks those.)
+#[derive(Clone)]
+struct GuardedResolver(Arc<crate::redirect::Rules>);
+
+/// A storage name that resolved to an address the proxy does not reach.
+#[derive(Debug)]
+pub struct PrivateAddress;
+
+impl std::fmt::Display for PrivateAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("resolves to a loopback, link-local or private address")
+    }
+}
+
+impl std::error::Error for PrivateAddress {}
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let listed = self.0.listed(name.as_str());
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if !listed && addrs.iter().any(|a| !crate::redirect::public(a.ip())) {
+                return Err(Box::new(PrivateAddress) as BoxError);
+            }
+            Ok(addrs.into_iter())
+        })
+    }
 }
 
 /// Marks a connect that ran out of time, so `classify` can name it.
@@ -197,7 +294,17 @@ impl std::error::Error for ConnectTimedOut {}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl tower_service::Service<Uri> for TimeoutConnector {
+impl<H> tower_service::Service<Uri> for TimeoutConnector<H>
+where
+    HttpsConnector<H>: tower_service::Service<
+        Uri,
+        Response = MaybeHttpsStream<TokioIo<TcpStream>>,
+        Error = BoxError,
+        Future = Pin<
+            Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>,
+        >,
+    >,
+{
     type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
@@ -227,6 +334,12 @@ fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError {
     for e in crate::error::causes(err) {
         if e.is::<ConnectTimedOut>() {
             return UpstreamError::ConnectTimeout;
+        }
+        if e.is::<PrivateAddress>() {
+            return UpstreamError::StorageHost {
+                host: String::new(),
+                why: "its name resolves to a loopback, link-local or private address; list it in upstream.redirect_hosts if the proxy should reach it",
+            };
         }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return match tls {

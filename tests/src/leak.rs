@@ -62,3 +62,19 @@ pub fn assert_clean(what: &str, haystack: &[u8]) {
         }
     }
 }
+
+/// Panics, naming the form and the place, if `haystack` holds any of
+/// `forbidden` (name, bytes): secrets a test adds to the credentials'
+/// forms, such as the presigned storage signatures it saw issued.
+pub fn assert_lacks(what: &str, haystack: &[u8], forbidden: &[(String, Vec<u8>)]) {
+    assert_clean(what, haystack);
+    for (form, needle) in forbidden {
+        if !needle.is_empty()
+            && haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        {
+            panic!("a secret leaked into {what} ({form})");
+        }
+    }
+}

@@ -92,6 +92,8 @@ pub struct Setup {
     pub proxy: proxy::Proxy,
     /// Every response a test wants leak-checked; scanned on drop.
     pub seen: std::sync::Mutex<Vec<u8>>,
+    /// The CA the upstream's certificate is from (and `ca.pem`).
+    pub ca: pki::TestCa,
 }
 
 impl Setup {
@@ -126,6 +128,7 @@ impl Setup {
             scratch,
             proxy,
             seen: Default::default(),
+            ca,
         }
     }
 

@@ -15,4 +15,5 @@ mod policy;
 mod responses;
 mod service;
 mod smuggling;
+mod storage;
 mod tls;
