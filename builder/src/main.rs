@@ -123,10 +123,10 @@ fn matcher(config: &Config) -> Result<Arc<audit::patterns::Matcher>, BuilderErro
         pulp_auth_config::credentials::load_password(upstream.password_file.as_deref(), |k| {
             std::env::var_os(k)
         })?;
-    Ok(Arc::new(audit::patterns::Matcher::new(
-        &upstream.username,
-        password.expose_secret(),
-    )))
+    Ok(Arc::new(
+        audit::patterns::Matcher::new(&upstream.username, password.expose_secret())
+            .with_storage_signatures(),
+    ))
 }
 
 async fn build_command(

@@ -33,6 +33,10 @@ pub struct Matcher {
     max_len: usize,
     /// Forms left out because they were too short to search for.
     pub skipped: Vec<&'static str>,
+    /// Object-storage signatures, searched for beside the credentials by
+    /// [`Matcher::find_all`] (the audit's) when asked for; never by the
+    /// proxy's checks, which a package mentioning one must pass.
+    signatures: Option<crate::signatures::Signatures>,
     // Kept so the bytes are wiped when the matcher goes away.
     _needles: Vec<Zeroizing<Vec<u8>>>,
 }
@@ -128,11 +132,23 @@ impl Matcher {
             forms,
             max_len,
             skipped,
+            signatures: None,
             _needles: needles,
         }
     }
 
-    /// Every match in `hay`, overlapping ones included: (form, start, end).
+    /// The same matcher whose [`Matcher::find_all`] (and so `redact`)
+    /// also reports object-storage signatures (see
+    /// [`crate::signatures`]), as the audit wants.
+    pub fn with_storage_signatures(mut self) -> Matcher {
+        self.signatures = Some(crate::signatures::Signatures::new());
+        self.max_len = self.max_len.max(crate::signatures::MAX_LEN);
+        self
+    }
+
+    /// Every match in `hay`, overlapping ones included: (form, start, end);
+    /// object-storage signatures too when the matcher was built
+    /// [`Matcher::with_storage_signatures`].
     pub fn find_all<'a>(
         &'a self,
         hay: &'a [u8],
@@ -140,6 +156,7 @@ impl Matcher {
         self.ac
             .find_overlapping_iter(hay)
             .map(|m| (self.forms[m.pattern().as_usize()], m.start(), m.end()))
+            .chain(self.signatures.iter().flat_map(move |s| s.find_all(hay)))
     }
 
     /// Whether `hay` holds any form.
@@ -200,7 +217,7 @@ impl Matcher {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// The longest needle, for carrying matches across buffer boundaries.
+    /// The longest match, for carrying matches across buffer boundaries.
     pub fn max_len(&self) -> usize {
         self.max_len
     }

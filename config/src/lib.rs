@@ -17,6 +17,7 @@ pub mod files;
 pub mod forms;
 mod load;
 mod raw;
+pub mod signatures;
 mod types;
 
 pub use error::{ConfigError, Problem};

@@ -204,7 +204,8 @@ pub enum Source {
 pub struct CachedBody {
     source: Source,
     at: u64,
-    end: u64,
+    // `None`: up to the end of a chunked fill.
+    end: Option<u64>,
     access: Access,
     bytes: u64,
     // Counted as served from the cache (not for the request whose fetch
@@ -215,11 +216,12 @@ pub struct CachedBody {
 }
 
 impl CachedBody {
-    /// Serves body bytes `start..end` of `source`; `hit` when it counts as
-    /// served from the cache.
+    /// Serves body bytes `start..end` of `source`, or from `start` to the
+    /// end of a chunked fill (`end` `None`); `hit` when it counts as served
+    /// from the cache.
     pub fn new(
         source: Source,
-        (start, end): (u64, u64),
+        (start, end): (u64, Option<u64>),
         hit: bool,
         access: Access,
         busy: Busy,
@@ -246,16 +248,22 @@ impl Body for CachedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if this.at >= this.end {
+        if this.is_end_stream() {
             this.outcome = Some(Ok(()));
             return Poll::Ready(None);
         }
-        let want = (this.end - this.at).min(CHUNK) as usize;
+        let left = this.end.map_or(u64::MAX, |end| end - this.at);
+        let want = left.min(CHUNK) as usize;
         let read = match &mut this.source {
             Source::Stored(entry) => entry.read(this.at, want).map_err(BodyError::Cached),
             Source::Filling(follower) => match follower.poll_read(cx, this.at, want) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(Some(data))) => Ok(data),
+                // A chunked fill's end is the end of its body.
+                Poll::Ready(Ok(None)) if this.end.is_none() => {
+                    this.outcome = Some(Ok(()));
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(Ok(None)) => Ok(Bytes::new()),
                 Poll::Ready(Err(e)) => Err(BodyError::Fill(e)),
             },
@@ -264,7 +272,7 @@ impl Body for CachedBody {
             Ok(data) if !data.is_empty() => {
                 // A relayed frame may be larger than `want`, never than
                 // what is left: the fill checks the length.
-                let left = (this.end - this.at).min(usize::MAX as u64) as usize;
+                let left = left.min(usize::MAX as u64) as usize;
                 let data = data.slice(..data.len().min(left));
                 this.at += data.len() as u64;
                 this.bytes += data.len() as u64;
@@ -280,11 +288,14 @@ impl Body for CachedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.at >= self.end
+        self.end.is_some_and(|end| self.at >= end)
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.end - self.at)
+        match self.end {
+            Some(end) => SizeHint::with_exact(end - self.at),
+            None => SizeHint::default(),
+        }
     }
 }
 
@@ -299,7 +310,7 @@ impl Drop for CachedBody {
     fn drop(&mut self) {
         let outcome = match self.outcome.take() {
             Some(o) => o,
-            None if self.at >= self.end => Ok(()),
+            None if self.is_end_stream() => Ok(()),
             None => Err(departed(&self._busy)),
         };
         if self.hit {

@@ -243,7 +243,7 @@ pub enum Lookup {
     /// A stored response, opened and checked.
     Hit {
         /// The entry.
-        entry: Entry,
+        entry: Box<Entry>,
         /// Stored by another request's fetch while this one waited, so it
         /// is newer than this request and needs no revalidation.
         fetched_meanwhile: bool,
@@ -435,7 +435,7 @@ impl Cache {
                             // The file's time orders eviction across restarts.
                             let _ = entry.file.set_modified(SystemTime::now());
                             return Lookup::Hit {
-                                entry,
+                                entry: Box::new(entry),
                                 fetched_meanwhile: waited,
                             };
                         }
@@ -474,9 +474,15 @@ impl Cache {
         }
     }
 
-    /// Starts writing a response for `meta.key` to a temporary file. `None`
-    /// (after a warning) when the directory does not take it.
-    pub fn begin(self: &Arc<Self>, meta: Meta, guard: Option<FetchGuard>) -> Option<Fill> {
+    /// Starts writing a response for `meta.key` to a temporary file, of
+    /// `len` body bytes or chunked (`None`). `None` (after a warning) when
+    /// the directory does not take it.
+    pub fn begin(
+        self: &Arc<Self>,
+        meta: Meta,
+        len: Option<u64>,
+        guard: Option<FetchGuard>,
+    ) -> Option<Fill> {
         let (file, temp) = match self.temp_file() {
             Ok(t) => t,
             Err(e) => {
@@ -487,7 +493,15 @@ impl Cache {
                 return None;
             }
         };
-        Fill::new(self.clone(), entry_name(&meta.key), temp, file, meta, guard)
+        Fill::new(
+            self.clone(),
+            entry_name(&meta.key),
+            temp,
+            file,
+            meta,
+            len,
+            guard,
+        )
     }
 
     /// Drops the entry for `key`, if any (the upstream no longer has it, or

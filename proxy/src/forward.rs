@@ -30,6 +30,7 @@ pub struct Exchange<'a> {
     live: &'a Live,
     access: Access,
     busy: Busy,
+    storage_conditionals: Option<http::HeaderMap>,
 }
 
 impl<'a> Exchange<'a> {
@@ -40,12 +41,26 @@ impl<'a> Exchange<'a> {
             live,
             access,
             busy,
+            storage_conditionals: None,
         }
     }
 
     /// Records what the cache did, for the access line.
     pub fn note(&mut self, outcome: Outcome) {
         self.access.cache = Some(outcome);
+    }
+
+    /// Storage hops of this exchange carry `conditionals` (a cached
+    /// entry's storage validators) where the upstream request carries the
+    /// upstream's own.
+    pub fn storage_conditionals(&mut self, conditionals: http::HeaderMap) {
+        self.storage_conditionals = Some(conditionals);
+    }
+
+    /// Where the upstream's redirect led, once [`Exchange::send`] followed
+    /// one.
+    pub fn followed(&self) -> Option<&crate::redirect::Followed> {
+        self.access.storage.as_ref()
     }
 
     /// Sends the request and streams the answer back.
@@ -69,7 +84,7 @@ impl<'a> Exchange<'a> {
         let result = match req {
             Ok(req) => {
                 let method = req.method().clone();
-                let replay = crate::redirect::Replay::of(&req);
+                let replay = crate::redirect::Replay::of(&req, self.storage_conditionals.take());
                 match upstream.send(req).await {
                     Ok(resp) => {
                         self.access.upstream = Some(sent.elapsed());
@@ -139,7 +154,7 @@ impl<'a> Exchange<'a> {
         mut self,
         head: response::Parts,
         source: Source,
-        range: (u64, u64),
+        range: (u64, Option<u64>),
     ) -> Response<ProxyBody> {
         self.access.status = head.status.as_u16();
         let body = CachedBody::new(source, range, true, self.access, self.busy);

@@ -64,6 +64,10 @@ pub struct Followed {
     pub host: String,
     /// Requests sent to storage.
     pub hops: u32,
+    /// The `ETag` and `Last-Modified` of the upstream's redirect: what
+    /// the upstream compares a later revalidation against (Pulp's `ETag`
+    /// there is the content's sha256, not the storage's).
+    pub validators: HeaderMap,
 }
 
 impl Rules {
@@ -185,6 +189,9 @@ pub struct Replay {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    // The conditionals for storage hops when they differ from the
+    // upstream's: a cache revalidation asks each with its own validators.
+    storage_conditionals: Option<HeaderMap>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -195,12 +202,15 @@ impl std::fmt::Debug for Replay {
 }
 
 impl Replay {
-    /// Keeps a copy of an upstream request.
-    pub fn of(req: &Request<Empty<Bytes>>) -> Self {
+    /// Keeps a copy of an upstream request; storage hops carry
+    /// `storage_conditionals` instead of its `If-None-Match` and
+    /// `If-Modified-Since` when given.
+    pub fn of(req: &Request<Empty<Bytes>>, storage_conditionals: Option<HeaderMap>) -> Self {
         Self {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
+            storage_conditionals,
         }
     }
 
@@ -218,7 +228,11 @@ impl Replay {
     fn storage_request(&self, uri: &Uri) -> Result<Request<Empty<Bytes>>, UpstreamError> {
         let mut headers = HeaderMap::new();
         for name in &STORAGE_HEADERS {
-            for value in self.headers.get_all(name) {
+            let from = match &self.storage_conditionals {
+                Some(c) if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE => c,
+                _ => &self.headers,
+            };
+            for value in from.get_all(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -253,6 +267,7 @@ pub async fn follow(
     let Some(target) = rules.target(&resp) else {
         return Ok((resp, None));
     };
+    let validators = crate::cache::entry::validators(resp.headers());
     drain(resp, upstream.body_timeout).await;
     match chase(upstream, replay, target, metrics).await {
         Err(UpstreamError::StorageRefused { host, status }) => {
@@ -264,15 +279,16 @@ pub async fn follow(
             let again = upstream.send(replay.upstream_request()).await?;
             match rules.target(&again) {
                 Some(target) => {
+                    let validators = crate::cache::entry::validators(again.headers());
                     drain(again, upstream.body_timeout).await;
                     chase(upstream, replay, target, metrics)
                         .await
-                        .map(|(r, f)| (r, Some(f)))
+                        .map(|(r, f)| (r, Some(Followed { validators, ..f })))
                 }
                 None => Ok((again, None)),
             }
         }
-        other => other.map(|(r, f)| (r, Some(f))),
+        other => other.map(|(r, f)| (r, Some(Followed { validators, ..f }))),
     }
 }
 
@@ -338,7 +354,15 @@ async fn chase(
         match next {
             None => {
                 let hops = seen.len() as u32;
-                return Ok((resp, Followed { host, hops }));
+                let validators = HeaderMap::new();
+                return Ok((
+                    resp,
+                    Followed {
+                        host,
+                        hops,
+                        validators,
+                    },
+                ));
             }
             Some(next) => {
                 drain(resp, upstream.body_timeout).await;

@@ -68,6 +68,17 @@ pub enum Content {
         /// Opens the gate.
         gate: tokio::sync::watch::Receiver<bool>,
     },
+    /// `len` bytes of [`pattern`], chunked (no `Content-Length`), as Pulp
+    /// streams on-demand content: the first 64 KiB at once, the rest once
+    /// the gate (if any) opens; `cut` drops the connection there instead.
+    Chunked {
+        /// Total length.
+        len: u64,
+        /// Whether the body breaks off after the first 64 KiB.
+        cut: bool,
+        /// Holds the rest back until the test sends `true`.
+        gate: Option<tokio::sync::watch::Receiver<bool>>,
+    },
     /// A response with this status and `Location`.
     Redirect(StatusCode, String),
     /// Waits this long before the response head.
@@ -444,39 +455,61 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .body(if head { full("") } else { full(b) })
                 .unwrap()
         }
-        Content::Pattern(len) => streamed(builder, len, head, move |tx| async move {
+        Content::Pattern(len) => streamed(builder, Some(len), head, move |tx| async move {
             send_pattern(&tx, 0, len, Duration::ZERO, 64 * 1024).await;
         }),
         Content::Slow { len, chunks, delay } => {
-            streamed(builder, len, head, move |tx| async move {
+            streamed(builder, Some(len), head, move |tx| async move {
                 send_pattern(&tx, 0, len, delay, len.div_ceil(chunks.max(1)) as usize).await;
             })
         }
-        Content::Gated { len, mut gate } => streamed(builder, len, head, move |tx| async move {
-            let first = len.min(64 * 1024);
-            send_pattern(&tx, 0, first, Duration::ZERO, 64 * 1024).await;
-            if gate.wait_for(|open| *open).await.is_ok() {
-                send_pattern(&tx, first, len, Duration::ZERO, 64 * 1024).await;
-            }
-        }),
-        Content::GatedCut { len, mut gate } => streamed(builder, len, head, move |tx| async move {
-            send_pattern(&tx, 0, len.min(64 * 1024), Duration::ZERO, 64 * 1024).await;
-            let _ = gate.wait_for(|open| *open).await;
-            let _ = tx
-                .send(Err(std::io::Error::other("upstream dies mid-body")))
-                .await;
-        }),
-        Content::Stall { len, sent } => streamed(builder, len, head, move |tx| async move {
+        Content::Gated { len, mut gate } => {
+            streamed(builder, Some(len), head, move |tx| async move {
+                let first = len.min(64 * 1024);
+                send_pattern(&tx, 0, first, Duration::ZERO, 64 * 1024).await;
+                if gate.wait_for(|open| *open).await.is_ok() {
+                    send_pattern(&tx, first, len, Duration::ZERO, 64 * 1024).await;
+                }
+            })
+        }
+        Content::GatedCut { len, mut gate } => {
+            streamed(builder, Some(len), head, move |tx| async move {
+                send_pattern(&tx, 0, len.min(64 * 1024), Duration::ZERO, 64 * 1024).await;
+                let _ = gate.wait_for(|open| *open).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("upstream dies mid-body")))
+                    .await;
+            })
+        }
+        Content::Stall { len, sent } => streamed(builder, Some(len), head, move |tx| async move {
             send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;
             tokio::time::sleep(Duration::from_secs(3600)).await;
             drop(tx);
         }),
-        Content::Truncate { len, sent } => streamed(builder, len, head, move |tx| async move {
-            send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;
-            let _ = tx
-                .send(Err(std::io::Error::other("upstream dies mid-body")))
-                .await;
-        }),
+        Content::Truncate { len, sent } => {
+            streamed(builder, Some(len), head, move |tx| async move {
+                send_pattern(&tx, 0, sent, Duration::ZERO, 64 * 1024).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("upstream dies mid-body")))
+                    .await;
+            })
+        }
+        Content::Chunked { len, cut, gate } => {
+            streamed(builder, None, head, move |tx| async move {
+                let first = len.min(64 * 1024);
+                send_pattern(&tx, 0, first, Duration::ZERO, 64 * 1024).await;
+                if let Some(mut gate) = gate {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                if cut {
+                    let _ = tx
+                        .send(Err(std::io::Error::other("upstream dies mid-body")))
+                        .await;
+                } else {
+                    send_pattern(&tx, first, len, Duration::ZERO, 64 * 1024).await;
+                }
+            })
+        }
         Content::Redirect(status, location) => builder
             .status(status)
             .header(header::LOCATION, location)
@@ -496,17 +529,22 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             let rate = s.rate.load(Ordering::SeqCst);
             if rate > 0 {
                 let data = Bytes::from(data);
-                return streamed(builder, data.len() as u64, head, move |tx| async move {
-                    const PIECE: usize = 16 * 1024;
-                    let pause = Duration::from_secs_f64(PIECE as f64 / rate as f64);
-                    for at in (0..data.len()).step_by(PIECE) {
-                        tokio::time::sleep(pause).await;
-                        let piece = data.slice(at..(at + PIECE).min(data.len()));
-                        if tx.send(Ok(piece)).await.is_err() {
-                            return;
+                return streamed(
+                    builder,
+                    Some(data.len() as u64),
+                    head,
+                    move |tx| async move {
+                        const PIECE: usize = 16 * 1024;
+                        let pause = Duration::from_secs_f64(PIECE as f64 / rate as f64);
+                        for at in (0..data.len()).step_by(PIECE) {
+                            tokio::time::sleep(pause).await;
+                            let piece = data.slice(at..(at + PIECE).min(data.len()));
+                            if tx.send(Ok(piece)).await.is_err() {
+                                return;
+                            }
                         }
-                    }
-                });
+                    },
+                );
             }
             builder
                 .header(header::CONTENT_LENGTH, data.len())
@@ -558,9 +596,10 @@ pub(crate) fn range_of(headers: &http::HeaderMap, len: u64) -> Option<(u64, u64)
 
 type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
+/// A body sent by `produce`, with `Content-Length` `len`, or chunked.
 fn streamed<F, Fut>(
     builder: http::response::Builder,
-    len: u64,
+    len: Option<u64>,
     head: bool,
     produce: F,
 ) -> Response<Body>
@@ -572,8 +611,11 @@ where
     if !head {
         tokio::spawn(produce(tx));
     }
+    let builder = match len {
+        Some(len) => builder.header(header::CONTENT_LENGTH, len),
+        None => builder,
+    };
     builder
-        .header(header::CONTENT_LENGTH, len)
         .body(if head {
             full("")
         } else {
@@ -645,7 +687,7 @@ pub type Framer = Arc<dyn Fn(&str) -> Vec<Vec<u8>> + Send + Sync>;
 pub struct RawUpstream {
     /// Its address.
     pub addr: SocketAddr,
-    /// Requests answered so far.
+    /// Requests received so far (each is answered).
     pub answered: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -683,12 +725,14 @@ impl RawUpstream {
                             Ok(n) => head.extend_from_slice(&buf[..n]),
                         }
                     }
+                    // Counted before the answer goes out, so a test that
+                    // saw the proxy act on it sees the count too.
+                    count.fetch_add(1, Ordering::SeqCst);
                     for piece in framer(&String::from_utf8_lossy(&head)) {
                         if tls.write_all(&piece).await.is_err() || tls.flush().await.is_err() {
                             return;
                         }
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
                     let _ = tls.shutdown().await;
                 });
             }

@@ -44,6 +44,14 @@ fn findings(report: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Presigned URLs as Pulp's object storage hands them out (fake keys).
+const S3_URL: &str = "https://s3.example.test/pulp/artifact/ab/cdef?response-content-disposition=attachment\
+    &X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAFAKEFAKEFAKE0000%2F20261203%2Fus-east-1%2Fs3%2Faws4_request\
+    &X-Amz-Date=20261203T120000Z&X-Amz-Expires=600&X-Amz-SignedHeaders=host\
+    &X-Amz-Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const SAS_URL: &str = "https://acct.blob.example.test/pulp/ab?sv=2022-11-02&sp=r\
+    &se=2026-12-03T12:00:00Z&sig=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789%2B%2FAbCd%3D";
+
 fn tag(name: &str) -> String {
     format!("pap-audit-{name}:{}", std::process::id())
 }
@@ -68,11 +76,21 @@ fn gz(data: &[u8]) -> Vec<u8> {
 fn clean_image_passes_and_missing_image_is_an_error() {
     let clean = Image::build(
         &tag("clean"),
-        &format!("{BASE}COPY sources.list /etc/apt/sources.list\nENV LANG=C\n"),
-        &[(
-            "sources.list",
-            b"deb [trusted=yes] http://192.168.33.3/pulp/content/debian stable main\n",
-        )],
+        &format!(
+            "{BASE}COPY sources.list /etc/apt/sources.list\nCOPY s3.py /usr/lib/s3.py\nENV LANG=C\n"
+        ),
+        &[
+            (
+                "sources.list",
+                b"deb [trusted=yes] http://192.168.33.3/pulp/content/debian stable main\n",
+            ),
+            // An S3 client library names the parameters: no finding
+            // without a signature's value.
+            (
+                "s3.py",
+                b"SIGNATURE = 'X-Amz-Signature'\nurl += '&X-Amz-Signature=' + sig\n",
+            ),
+        ],
         &[],
     );
     let (code, json, stderr) = audit(&[&clean.tag]);
@@ -184,6 +202,24 @@ fn every_leak_channel_is_reported_where_it_is() {
             expect: ("password", "layer", "tmp/s"),
         },
         Channel {
+            name: "presigned",
+            dockerfile: format!("{BASE}COPY t /var/log/apt/term.log\n"),
+            files: vec![("t", format!("Get:1 {S3_URL}\n").into_bytes())],
+            args: vec![],
+            expect: (
+                "X-Amz-Signature (presigned URL)",
+                "layer",
+                "var/log/apt/term.log",
+            ),
+        },
+        Channel {
+            name: "sas",
+            dockerfile: format!("{BASE}ENV BLOB=\"{SAS_URL}\"\n"),
+            files: vec![],
+            args: vec![],
+            expect: ("Azure SAS sig= with se=", "config", "Config.Env["),
+        },
+        Channel {
             name: "gz",
             dockerfile: format!("{BASE}COPY l.gz /var/log/pulp.log.gz\n"),
             files: vec![(
@@ -223,6 +259,14 @@ fn every_leak_channel_is_reported_where_it_is() {
             "{}: no {form} finding in {kind} at {place}: {}",
             c.name, report["findings"]
         );
+        let class = if ["presigned", "sas"].contains(&c.name) {
+            "storage-signature"
+        } else {
+            "credential"
+        };
+        for f in report["findings"].as_array().unwrap() {
+            assert_eq!(f["class"], class, "{}: {f}", c.name);
+        }
     }
 }
 

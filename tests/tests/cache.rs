@@ -554,3 +554,78 @@ async fn a_full_directory_keeps_serving_and_recovers() {
     assert_eq!(s.upstream.count(small), 1);
     s.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn chunked_responses_are_stored_when_they_end_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let s = with_cache(&dir, "64 MiB").await;
+    let len = 700_000;
+    // Eight clients while the chunked body is held back: one fetch, the
+    // rest follow a fill whose length nobody knows yet.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    s.upstream.put(
+        RPM,
+        Content::Chunked {
+            len,
+            cut: false,
+            gate: Some(gate),
+        },
+    );
+    let addr = s.proxy.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(async move { get_hashed(addr, RPM).await }))
+        .collect();
+    s.proxy
+        .wait_for_log_count("following another request's fetch", 7)
+        .await;
+    open.send(true).unwrap();
+    for c in clients {
+        let (status, n, sum) = c.await.unwrap().unwrap();
+        assert_eq!((status.as_u16(), n), (200, len));
+        assert_eq!(sum, pattern_sha256(len));
+    }
+    wait_for_entries(&dir, 1).await;
+    // Stored with the length the last chunk settled: served with it.
+    let hit = get(s.proxy.addr, RPM).await;
+    assert_eq!(hit.status, 200);
+    assert_eq!(hit.headers["content-length"], len.to_string());
+    assert_eq!(hit.body.len() as u64, len);
+    assert_eq!(s.upstream.count(RPM), 1, "one fetch for ten requests");
+
+    // A chunked body that breaks off is never stored, and its followers
+    // see a broken transfer, never a short complete one.
+    let cut = "/pulp/content/rocky/Packages/c/cut-1-1.noarch.rpm";
+    let (open, gate) = tokio::sync::watch::channel(false);
+    s.upstream.put(
+        cut,
+        Content::Chunked {
+            len,
+            cut: true,
+            gate: Some(gate),
+        },
+    );
+    let clients: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(async move { get_hashed(addr, cut).await }))
+        .collect();
+    s.proxy
+        .wait_for_log_count("following another request's fetch", 9)
+        .await;
+    open.send(true).unwrap();
+    for c in clients {
+        let got = c.await.unwrap();
+        assert!(got.is_err(), "{got:?}");
+    }
+    s.upstream.put(
+        cut,
+        Content::Chunked {
+            len,
+            cut: false,
+            gate: None,
+        },
+    );
+    assert_eq!(get_hashed(addr, cut).await.unwrap().2, pattern_sha256(len));
+    assert_eq!(s.upstream.count(cut), 2, "the broken body was not kept");
+    wait_for_entries(&dir, 2).await;
+    s.assert_no_leaks();
+}

@@ -227,13 +227,14 @@ async fn private_addresses_are_refused_unless_listed() {
 }
 
 /// A storage that answers every request with a redirect `next(path)` on
-/// itself.
+/// itself, one per connection (said, so the proxy never reuses one the
+/// stand-in is closing).
 async fn redirecting_storage(s: &Setup, next: fn(&str) -> String) -> RawUpstream {
     let framer = Arc::new(move |head: &str| {
         let host = raw_header(head, "host").unwrap_or("").to_string();
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
         vec![format!(
-            "HTTP/1.1 302 Found\r\nLocation: https://{host}{}\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 302 Found\r\nLocation: https://{host}{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             next(&path)
         )
         .into_bytes()]
@@ -287,4 +288,79 @@ async fn a_bad_storage_certificate_is_a_502_that_says_so() {
     let line = s.proxy.wait_for_log("kind=storage-bad-certificate").await;
     assert!(line.contains("localhost"), "{line}");
     assert!(storage.requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_cache_stores_and_revalidates_through_redirects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    let keys = format!("redirect_hosts = [\"{}\"]\n", Storage::HOST);
+    let cache = e2e::cache_section(&dir, "64 MiB");
+    let s = Setup::start_with(Versions::Both, "", |c| {
+        upstream_keys(&keys)(c);
+        cache(c);
+    })
+    .await;
+    let storage = s.upstream.with_storage(s.ca.leaf()).await;
+    let deb = "/pulp/content/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    s.upstream.put(
+        FILE,
+        Content::Bytes(Bytes::from_static(b"Suite: bookworm\n")),
+    );
+    s.upstream
+        .put(deb, Content::Bytes(Bytes::from_static(b"!<arch>\ndeb")));
+
+    // A miss: the 302 (no-store) is followed and the storage's 200 stored
+    // under the upstream's URL.
+    let first = get(s.proxy.addr, FILE).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(&first.body[..], b"Suite: bookworm\n");
+    let package = get(s.proxy.addr, deb).await;
+    assert_eq!(package.status, 200);
+    e2e::wait_for(
+        std::time::Duration::from_secs(20),
+        "two entries",
+        || async { (std::fs::read_dir(&dir).unwrap().count() == 2).then_some(()) },
+    )
+    .await;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        leak::assert_lacks("a cache entry", &bytes, &signatures(&storage));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("X-Amz-"), "a presigned URL in an entry");
+    }
+
+    // A package is content-addressed: no round trip at all.
+    let (up, st) = (s.upstream.count(deb), storage.requests().len());
+    assert_eq!(get(s.proxy.addr, deb).await.body, package.body);
+    assert_eq!((s.upstream.count(deb), storage.requests().len()), (up, st));
+
+    // The index is revalidated with the upstream's own ETag, and the
+    // upstream's 304 answers it: the storage is not asked.
+    let again = get(s.proxy.addr, FILE).await;
+    assert_eq!(again.body, first.body);
+    let asked = s.upstream.requests();
+    let last = asked.iter().rev().find(|r| r.target == FILE).unwrap();
+    assert_eq!(last.header("if-none-match"), ["\"v1\""]);
+    assert_eq!(storage.requests().len(), st, "the upstream answered 304");
+
+    // Changed: the upstream redirects again, and the storage hop carries
+    // the storage's own validators, not the upstream's.
+    s.upstream
+        .put(FILE, Content::Bytes(Bytes::from_static(b"Suite: trixie\n")));
+    let changed = get(s.proxy.addr, FILE).await;
+    assert_eq!(&changed.body[..], b"Suite: trixie\n");
+    let hop = storage.requests().pop().unwrap();
+    assert_eq!(hop.header("if-none-match"), ["\"storage-1\""]);
+    assert!(hop.header("authorization").is_empty());
+    let log = s.proxy.log_text();
+    let fields: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("path={FILE} ")))
+        .filter_map(|l| l.split(" cache=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(fields, ["miss", "revalidated", "changed"]);
+    assert_storage_requests_clean(&storage);
+    assert_no_storage_leaks(&s, &storage, &[&first, &again, &changed]).await;
+    s.assert_no_leaks();
 }

@@ -80,10 +80,31 @@ impl std::fmt::Display for Location {
 /// One form found in one place.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Finding {
+    /// `credential` (the Pulp password in any form) or
+    /// `storage-signature` (a presigned object-storage URL's signature or
+    /// access key, see `pulp_auth_config::signatures`); both fail the
+    /// audit.
+    pub class: &'static str,
     /// The form (never the bytes).
     pub form: &'static str,
     /// The config field, history entry or layer file that holds it.
     pub location: Location,
+}
+
+impl Finding {
+    /// `form` found at `location`, with its class.
+    pub fn new(form: &'static str, location: Location) -> Self {
+        let class = if pulp_auth_config::signatures::is_signature(form) {
+            pulp_auth_config::signatures::CLASS
+        } else {
+            "credential"
+        };
+        Self {
+            class,
+            form,
+            location,
+        }
+    }
 }
 
 /// The audit of one image.
@@ -203,12 +224,12 @@ pub async fn audit_image(
     })?;
     walk_strings(&value, String::new(), &mut |path, text| {
         for (form, _, _) in matcher.find_all(text.as_bytes()) {
-            findings.push(Finding {
+            findings.push(Finding::new(
                 form,
-                location: Location::Config {
+                Location::Config {
                     field: matcher.redact(&path),
                 },
-            });
+            ));
         }
     });
 
@@ -219,13 +240,13 @@ pub async fn audit_image(
     for (index, item) in history.iter().enumerate() {
         for (field, text) in [("CreatedBy", &item.created_by), ("Comment", &item.comment)] {
             for (form, _, _) in matcher.find_all(text.as_bytes()) {
-                findings.push(Finding {
+                findings.push(Finding::new(
                     form,
-                    location: Location::History {
+                    Location::History {
                         index,
                         field: field.to_string(),
                     },
-                });
+                ));
             }
         }
     }
@@ -263,7 +284,7 @@ pub async fn audit_image(
             source,
         })?;
     for (form, location) in scan.locations(&matcher) {
-        findings.push(Finding { form, location });
+        findings.push(Finding::new(form, location));
     }
     let mut notes = scan.notes.clone();
     if !matcher.skipped.is_empty() {
@@ -354,13 +375,22 @@ pub fn table(reports: &[ImageReport]) -> String {
                 r.export_bytes >> 20
             ));
         } else {
+            let signatures = r
+                .findings
+                .iter()
+                .filter(|f| f.class == pulp_auth_config::signatures::CLASS)
+                .count();
+            let credentials = r.findings.len() - signatures;
             out.push_str(&format!(
-                "{} ({short}): LEAKS the credentials in {} places\n",
+                "{} ({short}): LEAKS: {credentials} credential and {signatures} \
+                 storage-signature findings\n",
                 r.image,
-                r.findings.len()
             ));
             for f in r.findings.iter().take(TABLE_ROWS) {
-                out.push_str(&format!("  {:<26} {}\n", f.form, f.location));
+                out.push_str(&format!(
+                    "  {:<17} {:<32} {}\n",
+                    f.class, f.form, f.location
+                ));
             }
             if r.findings.len() > TABLE_ROWS {
                 out.push_str(&format!(

@@ -136,6 +136,27 @@ mod tests {
     }
 
     #[test]
+    fn storage_signatures_across_every_split_are_found_once() {
+        let m = Matcher::new("ci-user", PW).with_storage_signatures();
+        let url = format!(
+            "?X-Amz-Date=20261203T120000Z&X-Amz-Signature={}",
+            "0a".repeat(32)
+        );
+        let mut data = vec![b'x'; 300];
+        data.extend_from_slice(url.as_bytes());
+        data.extend_from_slice(&[b'y'; 900]);
+        let at = 300 + url.find("X-Amz-Signature").unwrap() as u64;
+        for chunk in [1, 7, 64, 333, 350, 639, 640, 5000] {
+            let mut scan = StreamScan::new(&m);
+            for piece in data.chunks(chunk) {
+                scan.feed(piece);
+            }
+            let offsets: Vec<u64> = scan.hits.iter().map(|h| h.offset).collect();
+            assert_eq!(offsets, [at], "chunk {chunk}: {:?}", scan.hits);
+        }
+    }
+
+    #[test]
     fn hits_are_bounded() {
         let m = Matcher::new("ci-user", PW);
         let data = PW.repeat(1000);

@@ -1,7 +1,8 @@
 //! One stored response on disk: a small binary head (magic, the head's own
 //! length, the key it was stored under, the freshness rule, when it was
-//! stored, the body length and a few representation headers), then the
-//! body. The key is checked on every open, so a file
+//! stored, the body length, a few representation headers and, for a
+//! response that came through a redirect to object storage, the
+//! upstream's own validators), then the body. The key is checked on every open, so a file
 //! can never answer for another URL, and the file's size must equal head
 //! plus body, so a file cut short by a crash is never served.
 //!
@@ -45,6 +46,11 @@ pub struct Meta {
     pub body_len: u64,
     /// The kept headers.
     pub headers: HeaderMap,
+    /// The upstream's `ETag` and `Last-Modified` when the body came from
+    /// object storage after a redirect: those of the redirect, which the
+    /// upstream compares a revalidation against (`headers` hold the
+    /// storage's, for the storage hop). Empty otherwise.
+    pub upstream: HeaderMap,
 }
 
 impl Meta {
@@ -62,6 +68,7 @@ impl Meta {
             stored_at: now_secs(),
             body_len,
             headers: kept,
+            upstream: HeaderMap::new(),
         }
     }
 
@@ -84,12 +91,11 @@ impl Meta {
         });
         b.put_u64(self.stored_at);
         b.put_u64(self.body_len);
-        b.put_u16(self.headers.len() as u16);
-        for (name, value) in &self.headers {
-            b.put_u16(name.as_str().len() as u16);
-            b.put_slice(name.as_str().as_bytes());
-            b.put_u16(value.len() as u16);
-            b.put_slice(value.as_bytes());
+        put_headers(&mut b, &self.headers);
+        // Last and only when present, so entries written before it existed
+        // read as they are.
+        if !self.upstream.is_empty() {
+            put_headers(&mut b, &self.upstream);
         }
         let len = b.len() as u32;
         b[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&len.to_be_bytes());
@@ -119,16 +125,12 @@ impl Meta {
         };
         let stored_at = get_u64(&mut b)?;
         let body_len = get_u64(&mut b)?;
-        let count = get_u16(&mut b)?;
-        let mut headers = HeaderMap::new();
-        for _ in 0..count {
-            let n = get_u16(&mut b)? as usize;
-            let name = take(&mut b, n)?;
-            let name = HeaderName::from_bytes(name).ok()?;
-            let n = get_u16(&mut b)? as usize;
-            let value = take(&mut b, n)?;
-            headers.append(name, HeaderValue::from_bytes(value).ok()?);
-        }
+        let headers = get_headers(&mut b)?;
+        let upstream = if b.is_empty() {
+            HeaderMap::new()
+        } else {
+            get_headers(&mut b)?
+        };
         if !b.is_empty() {
             return None;
         }
@@ -139,10 +141,44 @@ impl Meta {
                 stored_at,
                 body_len,
                 headers,
+                upstream,
             },
             total as u64,
         ))
     }
+}
+
+fn put_headers(b: &mut Vec<u8>, headers: &HeaderMap) {
+    b.put_u16(headers.len() as u16);
+    for (name, value) in headers {
+        b.put_u16(name.as_str().len() as u16);
+        b.put_slice(name.as_str().as_bytes());
+        b.put_u16(value.len() as u16);
+        b.put_slice(value.as_bytes());
+    }
+}
+
+fn get_headers(b: &mut &[u8]) -> Option<HeaderMap> {
+    let count = get_u16(b)?;
+    let mut headers = HeaderMap::new();
+    for _ in 0..count {
+        let n = get_u16(b)? as usize;
+        let name = HeaderName::from_bytes(take(b, n)?).ok()?;
+        let n = get_u16(b)? as usize;
+        headers.append(name, HeaderValue::from_bytes(take(b, n)?).ok()?);
+    }
+    Some(headers)
+}
+
+/// The `ETag` and `Last-Modified` of `headers`.
+pub fn validators(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = headers.get(&name) {
+            out.insert(name, v.clone());
+        }
+    }
+    out
 }
 
 fn now_secs() -> u64 {

@@ -16,6 +16,10 @@
 //! aborted, and the client that caused the fill gets the rest relayed
 //! from the upstream at its own pace, as without a cache, so it still
 //! receives every byte.
+//!
+//! A chunked body (no `Content-Length`) is stored when its last chunk
+//! arrives, its length written into the entry's head then; one that
+//! outgrows `cache.max_size` is given up as a failed disk is.
 
 use super::entry::Meta;
 use super::{Cache, FetchGuard, InFlight};
@@ -50,8 +54,9 @@ pub enum FillError {
         /// `Content-Length`.
         expected: u64,
     },
-    /// The cache's disk failed while other requests followed the fill.
-    #[error("writing the cache entry failed part way; this transfer followed it")]
+    /// The fill stopped storing part way (the disk failed, or a chunked
+    /// body outgrew `cache.max_size`) while other requests followed it.
+    #[error("storing the cache entry stopped part way; this transfer followed it")]
     Disk,
     /// The temporary file could not be read back.
     #[error("reading the cache entry being filled failed: {0}")]
@@ -87,6 +92,8 @@ pub struct Growing {
     // `None` when nothing reaches the disk.
     file: Option<File>,
     body_at: u64,
+    // `None` for a chunked body.
+    len: Option<u64>,
     progress: watch::Receiver<Progress>,
 }
 
@@ -97,6 +104,8 @@ pub struct Fill {
     name: String,
     temp: PathBuf,
     meta: Meta,
+    // The `Content-Length`; `None` for a chunked body.
+    expected: Option<u64>,
     head_len: u64,
     written: u64,
     file: Option<File>,
@@ -106,21 +115,26 @@ pub struct Fill {
 
 impl Fill {
     /// A fill writing `meta`'s entry into `file` at `temp`; the head is
-    /// written here. `None` (after a warning) when that write fails.
+    /// written here, and again at the end of a chunked body (`expected`
+    /// `None`) with its length. `None` (after a warning) when that write
+    /// fails.
     pub(super) fn new(
         cache: Arc<Cache>,
         name: String,
         temp: PathBuf,
         file: File,
-        meta: Meta,
+        mut meta: Meta,
+        expected: Option<u64>,
         guard: Option<FetchGuard>,
     ) -> Option<Fill> {
+        meta.body_len = expected.unwrap_or(0);
         let head = meta.encode();
         let mut fill = Fill {
             cache,
             name,
             temp,
             meta,
+            expected,
             head_len: head.len() as u64,
             written: 0,
             file: Some(file),
@@ -132,9 +146,9 @@ impl Fill {
         }
     }
 
-    /// The body length the entry must have.
-    pub fn body_len(&self) -> u64 {
-        self.meta.body_len
+    /// The body length the entry must have; `None` for a chunked body.
+    pub fn body_len(&self) -> Option<u64> {
+        self.expected
     }
 
     /// Starts reading `body` into the file on a task of its own and
@@ -160,6 +174,7 @@ impl Fill {
             meta: self.meta.clone(),
             file: Some(reader),
             body_at: self.head_len,
+            len: self.expected,
             progress: rx,
         });
         if let Some(guard) = self.guard.as_mut() {
@@ -182,6 +197,7 @@ impl Fill {
             meta: self.meta.clone(),
             file: None,
             body_at: 0,
+            len: self.expected,
             progress: rx,
         });
         drop(self);
@@ -202,7 +218,6 @@ impl Fill {
         progress: watch::Sender<Progress>,
         to_first: mpsc::Sender<Result<Bytes, FillError>>,
     ) {
-        let expected = self.meta.body_len;
         loop {
             let data = match next(&mut body, stall).await {
                 Ok(Some(data)) => data,
@@ -210,8 +225,15 @@ impl Fill {
                 Err(e) => return self.fail(&progress, e),
             };
             let got = self.body_written() + data.len() as u64;
-            if got > expected {
-                return self.fail(&progress, FillError::Length { got, expected });
+            match self.expected {
+                Some(expected) if got > expected => {
+                    return self.fail(&progress, FillError::Length { got, expected });
+                }
+                None if got > self.cache.max_size => {
+                    tracing::debug!(target: "cache", entry = %self.name, "not storing a chunked body larger than cache.max_size");
+                    self.give_up();
+                }
+                _ => {}
             }
             if self.write(&data).is_err() {
                 // `on_disk` does not count this frame: it goes whole.
@@ -222,8 +244,20 @@ impl Fill {
             progress.send_modify(|p| p.on_disk = got);
         }
         let got = self.body_written();
-        if got != expected {
-            return self.fail(&progress, FillError::Length { got, expected });
+        match self.expected {
+            Some(expected) if got != expected => {
+                return self.fail(&progress, FillError::Length { got, expected });
+            }
+            Some(_) => {}
+            None => {
+                // The head's fields have fixed widths: same length, new
+                // value.
+                self.meta.body_len = got;
+                let head = self.meta.encode();
+                if let Some(Err(e)) = self.file.as_ref().map(|f| f.write_all_at(&head, 0)) {
+                    self.abandon(&e);
+                }
+            }
         }
         progress.send_modify(|p| p.state = State::Complete);
         self.finish();
@@ -260,9 +294,15 @@ impl Fill {
     }
 
     fn abandon(&mut self, e: &std::io::Error) {
+        self.give_up();
+        self.cache.write_failed(e);
+    }
+
+    /// Stores nothing from here on: the next write fails, so the rest goes
+    /// to the first client only.
+    fn give_up(&mut self) {
         self.file = None;
         let _ = std::fs::remove_file(&self.temp);
-        self.cache.write_failed(e);
         // Waiters need not wait for a fill that stores nothing.
         self.guard = None;
     }
@@ -376,6 +416,11 @@ impl Follower {
         &self.growing.meta
     }
 
+    /// Its body length; `None` for a chunked body.
+    pub fn body_len(&self) -> Option<u64> {
+        self.growing.len
+    }
+
     /// Up to `max` body bytes from body offset `at`, as soon as they are
     /// there; `None` when the fill ended before `at`.
     pub fn poll_read(
@@ -467,6 +512,7 @@ mod tests {
             meta,
             file: Some(file.try_clone().unwrap()),
             body_at: head as u64,
+            len: Some(6),
             progress: rx,
         });
         (file, growing, tx)

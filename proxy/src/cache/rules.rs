@@ -105,22 +105,31 @@ pub fn request_use(method: &Method, headers: &HeaderMap) -> Use {
 pub type NotStored = &'static str;
 
 /// Checks an upstream response (headers already rewritten) for storing and
-/// returns its body length. `max_size` is the whole cache's bound.
+/// returns its body length, `None` for a chunked body (Pulp's on-demand
+/// content streams its first fetch that way): `framing` has refused
+/// bodies delimited by the connection's close, so one without
+/// `Content-Length` ends with the last chunk, and a cut one fails its fill.
+/// `max_size` is the whole cache's bound; the fill applies it to a chunked
+/// body as it grows.
 pub fn storable(
     status: StatusCode,
     headers: &HeaderMap,
     freshness: Freshness,
     max_size: u64,
-) -> Result<u64, NotStored> {
+) -> Result<Option<u64>, NotStored> {
     if status != StatusCode::OK {
         return Err("status is not 200");
     }
-    let len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or("no Content-Length to check the body against")?;
-    if len > max_size {
+    let len = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("a Content-Length that is not a number")?,
+        ),
+    };
+    if len.is_some_and(|len| len > max_size) {
         return Err("larger than cache.max_size");
     }
     if has_directive(headers, "no-store") || has_directive(headers, "private") {

@@ -48,7 +48,7 @@ pub async fn answer(
             ex.note(Outcome::Miss);
             match ex.send(Ok(req)).await {
                 Ok(resp) => {
-                    let fill = store(cache, key, freshness, &resp, Some(guard));
+                    let fill = store(cache, key, freshness, &resp, &ex, Some(guard));
                     ex.stream(resp, fill)
                 }
                 Err(e) => ex.fail(e),
@@ -60,13 +60,16 @@ pub async fn answer(
         } if fetched_meanwhile || entry.meta.freshness == Freshness::Immutable => {
             let age = HeaderValue::from(entry.meta.age());
             ex.note(Outcome::Hit);
-            let mut resp = serve_stored(cache, ex, parts, Source::Stored(entry));
+            let mut resp = serve_stored(cache, ex, parts, Source::Stored(*entry));
             // Served without asking the upstream (RFC 9111 5.1).
             resp.headers_mut().insert(header::AGE, age);
             resp
         }
         Lookup::Hit { entry, .. } => {
             revalidating(req.headers_mut(), &entry.meta);
+            if !entry.meta.upstream.is_empty() {
+                ex.storage_conditionals(conditionals(&entry.meta.headers));
+            }
             let resp = match ex.send(Ok(req)).await {
                 Ok(resp) => resp,
                 Err(e) => {
@@ -83,9 +86,9 @@ pub async fn answer(
             cache.metrics().cache_revalidation(outcome);
             ex.note(outcome);
             if outcome == Outcome::Revalidated {
-                return serve_stored(cache, ex, parts, Source::Stored(entry));
+                return serve_stored(cache, ex, parts, Source::Stored(*entry));
             }
-            let fill = store(cache, key.clone(), freshness, &resp, None);
+            let fill = store(cache, key.clone(), freshness, &resp, &ex, None);
             if fill.is_none() && outcome != Outcome::Failed {
                 cache.forget(&key);
             }
@@ -103,11 +106,10 @@ fn serve_stored(
     source: Source,
 ) -> Response<ProxyBody> {
     cache.metrics().cache_hit();
-    let meta = match &source {
-        Source::Stored(entry) => &entry.meta,
-        Source::Filling(follower) => follower.meta(),
+    let (meta, len) = match &source {
+        Source::Stored(entry) => (&entry.meta, Some(entry.meta.body_len)),
+        Source::Filling(follower) => (follower.meta(), follower.body_len()),
     };
-    let len = meta.body_len;
     let (mut head, ()) = Response::new(()).into_parts();
     for (name, value) in &meta.headers {
         head.headers.append(name, value.clone());
@@ -117,24 +119,29 @@ fn serve_stored(
     let (status, start, end) = if entry::not_modified(&parts.headers, &meta.headers) {
         headers.remove(header::CONTENT_TYPE);
         headers.remove(header::CONTENT_DISPOSITION);
-        (StatusCode::NOT_MODIFIED, 0, 0)
-    } else {
+        (StatusCode::NOT_MODIFIED, 0, Some(0))
+    } else if let Some(len) = len {
         match entry::range(parts.headers.get(header::RANGE), len) {
-            Ranged::Whole => (StatusCode::OK, 0, len),
+            Ranged::Whole => (StatusCode::OK, 0, Some(len)),
             Ranged::Part(a, b) => {
                 headers.insert(
                     header::CONTENT_RANGE,
                     content_range(format!("{a}-{b}/{len}")),
                 );
-                (StatusCode::PARTIAL_CONTENT, a, b + 1)
+                (StatusCode::PARTIAL_CONTENT, a, Some(b + 1))
             }
             Ranged::Unsatisfiable => {
                 headers.insert(header::CONTENT_RANGE, content_range(format!("*/{len}")));
-                (StatusCode::RANGE_NOT_SATISFIABLE, 0, 0)
+                (StatusCode::RANGE_NOT_SATISFIABLE, 0, Some(0))
             }
         }
+    } else {
+        // A chunked fill still running: its length is not known yet, so
+        // the whole of it, chunked (a server may ignore `Range`).
+        headers.remove(header::ACCEPT_RANGES);
+        (StatusCode::OK, 0, None)
     };
-    if status != StatusCode::NOT_MODIFIED {
+    if let (Some(end), false) = (end, status == StatusCode::NOT_MODIFIED) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     }
     head.status = status;
@@ -148,7 +155,9 @@ fn content_range(range: String) -> HeaderValue {
 
 /// Turns a client's request into a revalidation of `stored`: the client's
 /// own validators and `Range` go (the cache answers those itself), the
-/// stored validators are sent.
+/// stored validators are sent: the upstream's own when the body came
+/// through a redirect (so the upstream can answer 304 itself), else the
+/// response's.
 fn revalidating(headers: &mut HeaderMap, stored: &Meta) {
     for name in [
         header::RANGE,
@@ -157,12 +166,25 @@ fn revalidating(headers: &mut HeaderMap, stored: &Meta) {
     ] {
         headers.remove(name);
     }
-    if let Some(etag) = stored.headers.get(header::ETAG) {
-        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    let validators = if stored.upstream.is_empty() {
+        &stored.headers
+    } else {
+        &stored.upstream
+    };
+    headers.extend(conditionals(validators));
+}
+
+/// `If-None-Match` and `If-Modified-Since` for the `ETag` and
+/// `Last-Modified` in `validators`.
+fn conditionals(validators: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    if let Some(etag) = validators.get(header::ETAG) {
+        out.insert(header::IF_NONE_MATCH, etag.clone());
     }
-    if let Some(modified) = stored.headers.get(header::LAST_MODIFIED) {
-        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    if let Some(modified) = validators.get(header::LAST_MODIFIED) {
+        out.insert(header::IF_MODIFIED_SINCE, modified.clone());
     }
+    out
 }
 
 /// A fill for the response when the rules allow storing it; otherwise the
@@ -172,6 +194,7 @@ fn store(
     key: String,
     freshness: Freshness,
     resp: &Response<UpstreamBody>,
+    ex: &Exchange<'_>,
     guard: Option<FetchGuard>,
 ) -> Option<Fill> {
     match rules::storable(resp.status(), resp.headers(), freshness, cache.max_size()) {
@@ -181,7 +204,11 @@ fn store(
             } else {
                 freshness
             };
-            cache.begin(Meta::new(key, freshness, len, resp.headers()), guard)
+            let mut meta = Meta::new(key, freshness, len.unwrap_or(0), resp.headers());
+            if let Some(followed) = ex.followed() {
+                meta.upstream = followed.validators.clone();
+            }
+            cache.begin(meta, len, guard)
         }
         Err(why) => {
             tracing::debug!(target: "cache", status = resp.status().as_u16(), "not stored: {why}");

@@ -34,6 +34,17 @@ fn head_round_trips_and_keeps_only_representation_headers() {
     assert_eq!(back.headers.len(), 2);
     assert!(back.headers.get(header::SET_COOKIE).is_none());
     assert!(back.headers.get(header::AUTHORIZATION).is_none());
+    assert!(back.upstream.is_empty());
+
+    // Through a redirect: the upstream's validators beside the storage's.
+    let mut m = meta();
+    m.upstream
+        .insert(header::ETAG, HeaderValue::from_static("\"sha256\""));
+    let bytes = m.encode();
+    let (back, len) = Meta::decode(&bytes).unwrap();
+    assert_eq!(len as usize, bytes.len());
+    assert_eq!(back.upstream[header::ETAG], "\"sha256\"");
+    assert_eq!(back.headers[header::ETAG], "\"v1\"");
 }
 
 #[test]
