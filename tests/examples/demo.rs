@@ -134,12 +134,13 @@ fn bridge_demo(repo: &std::path::Path, scratch: &Scratch) {
         "Network namespace {} stands in for the build host",
         ns.name
     ));
-    let (upstream, up_addr) = apt::upstream_in(&ns, &scratch.path("ca.pem"), repo);
+    let (upstream, up_addr) = apt::upstream_in(&ns, &scratch.path("ca.pem"), repo, false);
     println!("   Pulp stand-in at https://{up_addr} inside the namespace");
     let cfg = scratch.write_config(&apt::bridge_config(
         &up_addr,
         &scratch.path("pw"),
         &scratch.path("ca.pem"),
+        "",
     ));
     let builder = e2e::bin("ci-builder");
     say("ci-builder net up");

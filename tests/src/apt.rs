@@ -246,6 +246,7 @@ pub fn upstream_in(
     ns: &crate::netns::Netns,
     ca_out: &Path,
     repo: &Path,
+    storage: bool,
 ) -> (crate::KillOnDrop, String) {
     use std::io::BufRead;
     let mut child = crate::KillOnDrop(
@@ -256,6 +257,7 @@ pub fn upstream_in(
             .arg(ca_out)
             .arg(repo)
             .arg(REPO_PREFIX)
+            .args(storage.then_some("storage"))
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -273,8 +275,14 @@ pub fn upstream_in(
 }
 
 /// The bridge deployment's configuration: `breth1` with 192.168.33.3/24,
-/// the proxy on it (with `interface` set), the stand-in at `upstream_addr`.
-pub fn bridge_config(upstream_addr: &str, password_file: &Path, ca_file: &Path) -> String {
+/// the proxy on it (with `interface` set), the stand-in at `upstream_addr`,
+/// and `upstream_extra` keys in `[upstream]`.
+pub fn bridge_config(
+    upstream_addr: &str,
+    password_file: &Path,
+    ca_file: &Path,
+    upstream_extra: &str,
+) -> String {
     format!(
         r#"[network]
 bridge = "breth1"
@@ -291,6 +299,7 @@ url = "https://{upstream_addr}"
 username = "{user}"
 password_file = "{pw}"
 ca_file = "{ca}"
+{upstream_extra}
 "#,
         user = crate::USERNAME,
         pw = password_file.display(),

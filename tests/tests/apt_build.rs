@@ -6,8 +6,9 @@
 use e2e::docker::{ensure_daemon, Image};
 use e2e::netns::Netns;
 use e2e::proxy::{Proxy, Scratch};
+use e2e::storage::Storage;
 use e2e::upstream::Versions;
-use e2e::{apt, cache_section, leak, Setup, USERNAME};
+use e2e::{apt, cache_section, leak, upstream_keys, Setup, USERNAME};
 use std::process::Command;
 
 use apt::{dockerfile, REPO_PREFIX};
@@ -87,17 +88,36 @@ async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
 
 #[test]
 fn apt_in_a_namespace_through_the_bridge() {
+    through_the_bridge(false);
+}
+
+/// The same with the upstream redirecting every content request to object
+/// storage, as a production Pulp does: the proxy follows, apt sees only
+/// the proxy's answers.
+#[test]
+fn apt_in_a_namespace_through_the_bridge_with_object_storage() {
+    through_the_bridge(true);
+}
+
+fn through_the_bridge(storage: bool) {
     let repo = apt::repo();
     let rootfs = apt::rootfs_copy();
     let ns = Netns::new();
     let s = Scratch::new();
 
-    // The Pulp stand-in inside the namespace, on its loopback.
-    let (upstream, up_addr) = apt::upstream_in(&ns, &s.path("ca.pem"), &repo);
+    // The Pulp stand-in inside the namespace, on its loopback (and its
+    // storage on the namespace's `localhost`).
+    let (upstream, up_addr) = apt::upstream_in(&ns, &s.path("ca.pem"), &repo, storage);
+    let extra = if storage {
+        "redirect_hosts = [\"localhost\"]"
+    } else {
+        ""
+    };
     let cfg = s.write_config(&apt::bridge_config(
         &up_addr,
         &s.path("pw"),
         &s.path("ca.pem"),
+        extra,
     ));
     let bin = e2e::bin("ci-builder");
     let up = ns.run(
@@ -154,6 +174,9 @@ fn apt_in_a_namespace_through_the_bridge() {
         "{log}"
     );
     leak::assert_clean("the proxy's log", log.as_bytes());
+    if storage {
+        assert_followed_everything(&log);
+    }
     drop(proxy);
     drop(upstream);
     let down = ns.run(
@@ -209,4 +232,147 @@ async fn a_second_apt_build_is_served_from_the_cache() {
         );
     }
     s.assert_no_leaks();
+}
+
+/// Every content request apt made got the proxy's own answer, never a
+/// redirect, and some came through the storage; nothing of a presigned
+/// URL is in the log.
+fn assert_followed_everything(log: &str) {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" path=/pulp/content/"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    for l in &lines {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(
+                !l.contains(&format!(" status={status} ")),
+                "a redirect reached apt: {l}"
+            );
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("storage=localhost") && l.contains("hops=1")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("X-Amz-"),
+        "a presigned URL in the proxy's log"
+    );
+}
+
+/// Files of `image` that hold `needle`, read by `grep` inside it.
+fn files_with(image: &str, needle: &str) -> std::collections::BTreeSet<String> {
+    let out = e2e::output(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        "grep",
+        "-rl",
+        "--exclude-dir=proc",
+        "--exclude-dir=sys",
+        "--exclude-dir=dev",
+        needle,
+        "/",
+    ]));
+    // grep: 0 found, 1 none; anything else is the check failing.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "grep in {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The APT build against an upstream that redirects every content
+/// request to object storage, as a production Pulp does: with the cache
+/// off, then twice with it on. Prints the figures it measured.
+#[tokio::test(flavor = "multi_thread")]
+async fn apt_builds_through_object_storage_redirects_with_the_cache_off_and_on() {
+    ensure_daemon();
+    let repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let base = tokio::task::spawn_blocking(apt::base_image).await.unwrap();
+    let keys = format!("redirect_hosts = [\"{}\"]", Storage::HOST);
+    let pid = std::process::id();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    let mut runs = Vec::new();
+    let mut images = Vec::new();
+    for (cached, builds) in [(false, 1), (true, 2)] {
+        let cache = cache_section(&dir, "256 MiB");
+        let s = Setup::start_with(Versions::Both, "", |c| {
+            upstream_keys(&keys)(c);
+            if cached {
+                cache(c);
+            }
+        })
+        .await;
+        let storage = s.upstream.with_storage(s.ca.leaf()).await;
+        s.upstream.serve_dir(REPO_PREFIX, &repo);
+        for n in 0..builds {
+            let before = storage.body_bytes();
+            let tag = format!("pap-e2e-storage-{cached}-{n}:{pid}");
+            let (image, run) = tokio::task::block_in_place(|| apt::build_through(&s, base, &tag));
+            let stored = storage.body_bytes() - before;
+            eprintln!(
+                "storage mode, cache {}, build {}: {:.1} s, upstream {} body bytes, storage {} body bytes",
+                if cached { "on" } else { "off" },
+                n + 1,
+                run.secs,
+                run.upstream_bytes,
+                stored
+            );
+            runs.push((cached, run, stored));
+            images.push(image);
+        }
+        let log = s.proxy.log_text();
+        assert_followed_everything(&log);
+        for r in storage.requests() {
+            assert!(r.header("authorization").is_empty(), "{r:?}");
+        }
+        assert!(s
+            .upstream
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization") == vec![e2e::basic_header()]));
+        if cached {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                leak::assert_clean("a cache entry", &bytes);
+                assert!(
+                    !bytes.windows(6).any(|w| w == b"X-Amz-"),
+                    "a presigned URL in a cache entry"
+                );
+            }
+        }
+        let cfg = s.scratch.path("config.toml");
+        for image in &images {
+            let (code, text) = audit(&cfg, &image.tag);
+            assert_eq!(code, 0, "{text}");
+        }
+        s.assert_no_leaks();
+    }
+    let (_, first, first_stored) = runs[1];
+    let (_, second, second_stored) = runs[2];
+    assert!(first_stored > 100_000, "{first:?} {first_stored}");
+    assert!(
+        (second_stored + second.upstream_bytes) * 20 <= first_stored + first.upstream_bytes,
+        "the second cached build cost {second_stored} storage bytes, the first {first_stored}"
+    );
+    // No file the build added holds anything of a presigned URL.
+    let in_base = files_with(base, "X-Amz-");
+    for image in &images {
+        let added: Vec<_> = files_with(&image.tag, "X-Amz-")
+            .difference(&in_base)
+            .cloned()
+            .collect();
+        assert!(added.is_empty(), "{}: {added:?}", image.tag);
+    }
 }
