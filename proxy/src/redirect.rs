@@ -91,29 +91,43 @@ impl Rules {
     }
 
     /// The off-origin target of a redirect the proxy follows, if `resp`
-    /// is one.
-    fn target(&self, resp: &Response<Incoming>) -> Option<Uri> {
+    /// is one. A `Location` on the upstream's own origin (absolute, an
+    /// absolute path, or relative) is the client's to follow; one that is
+    /// not a URL at all is refused rather than passed on, since nobody can
+    /// tell where it points.
+    fn target(&self, resp: &Response<Incoming>) -> Result<Option<Uri>, UpstreamError> {
         if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
-            return None;
+            return Ok(None);
         }
-        let uri: Uri = resp
-            .headers()
-            .get(header::LOCATION)?
-            .to_str()
-            .ok()?
-            .parse()
-            .ok()?;
-        let authority = uri.authority()?;
-        let scheme = uri.scheme_str()?;
+        let Some(location) = resp.headers().get(header::LOCATION) else {
+            return Ok(None);
+        };
+        let unusable = || UpstreamError::Redirects {
+            host: self.origin.host().to_ascii_lowercase(),
+            why: "the upstream's Location is not a URL",
+        };
+        let text = location.to_str().map_err(|_| unusable())?;
+        // A scheme-relative reference keeps the upstream's scheme; any
+        // other reference without a scheme is a path on the upstream.
+        let text = match text.strip_prefix("//") {
+            Some(rest) => format!("{}://{rest}", self.origin.scheme().as_str()),
+            None if !has_scheme(text) => return Ok(None),
+            None => text.to_string(),
+        };
+        let uri: Uri = text.parse().map_err(|_| unusable())?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(unusable());
+        };
         let default = if scheme.eq_ignore_ascii_case("http") {
             80
         } else {
             443
         };
         let same = scheme.eq_ignore_ascii_case(self.origin.scheme().as_str())
+            && !authority.as_str().contains('@')
             && authority.host().eq_ignore_ascii_case(self.origin.host())
             && authority.port_u16().unwrap_or(default) == self.origin.port();
-        (!same).then_some(uri)
+        Ok((!same).then_some(uri))
     }
 
     /// Refuses a target the proxy may not fetch; the resolver checks the
@@ -150,6 +164,17 @@ impl Rules {
         }
         Ok(())
     }
+}
+
+/// Whether a URI reference starts with a scheme (RFC 3986 3.1).
+fn has_scheme(text: &str) -> bool {
+    let end = text.find([':', '/', '?', '#']).unwrap_or(text.len());
+    let scheme = &text[..end];
+    text[end..].starts_with(':')
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 /// Whether `ip` is on the public internet as far as this rule goes: not
@@ -264,7 +289,7 @@ pub async fn follow(
     metrics: &Metrics,
 ) -> Result<(Response<Incoming>, Option<Followed>), UpstreamError> {
     let rules = &upstream.redirects;
-    let Some(target) = rules.target(&resp) else {
+    let Some(target) = rules.target(&resp)? else {
         return Ok((resp, None));
     };
     let validators = crate::cache::entry::validators(resp.headers());
@@ -277,7 +302,7 @@ pub async fn follow(
                 "the storage refused the presigned URL; asking the upstream for a fresh one"
             );
             let again = upstream.send(replay.upstream_request()).await?;
-            match rules.target(&again) {
+            match rules.target(&again)? {
                 Some(target) => {
                     let validators = crate::cache::entry::validators(again.headers());
                     drain(again, upstream.body_timeout).await;
@@ -433,6 +458,16 @@ mod tests {
         }
         for open in ["192.0.2.1", "8.8.8.8", "2001:db8::1", "172.32.0.1"] {
             assert!(public(open.parse().unwrap()), "{open}");
+        }
+    }
+
+    #[test]
+    fn schemes_are_told_from_paths() {
+        for absolute in ["https://s3/x", "HTTP://h", "s3+x.y-z:stuff"] {
+            assert!(has_scheme(absolute), "{absolute}");
+        }
+        for relative in ["/pulp/x", "x/y:z", "?a=b:c", "", ":x", "1a:b"] {
+            assert!(!has_scheme(relative), "{relative}");
         }
     }
 

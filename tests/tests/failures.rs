@@ -223,6 +223,31 @@ async fn redirects_into_the_upstream_are_rewritten() {
         // connection.
         Content::Redirect(StatusCode::FOUND, "https://10.0.0.1/blob/1?sig=x".into()),
     );
+    // Pulp's 301 that adds a slash names a path only.
+    s.upstream.put(
+        "/prefix/pulp/content/dir",
+        Content::Redirect(
+            StatusCode::MOVED_PERMANENTLY,
+            "/prefix/pulp/content/dir/".into(),
+        ),
+    );
+    // Not a URL: where it points cannot be told, so it is not passed on.
+    s.upstream.put(
+        "/prefix/pulp/content/bad",
+        Content::Redirect(StatusCode::FOUND, "https://bad host/x?sig=y".into()),
+    );
+    let dir = get(s.proxy.addr, "/pulp/content/dir").await;
+    assert_eq!(dir.status, 301);
+    assert_eq!(
+        dir.headers["location"],
+        format!("http://{}/pulp/content/dir/", s.proxy.addr)
+    );
+    let bad = get(s.proxy.addr, "/pulp/content/bad").await;
+    assert_eq!(bad.status, 502);
+    assert!(!bad.headers.contains_key("location"));
+    s.proxy
+        .wait_for_log("the upstream's Location is not a URL")
+        .await;
     let moved = get(s.proxy.addr, "/pulp/content/moved").await;
     assert_eq!(moved.status, 301);
     assert_eq!(
