@@ -87,14 +87,8 @@ impl Storage {
                         let s = s.clone();
                         async move {
                             let resp = serve(&s, req).await;
-                            let counted = resp.map(|b| {
-                                b.map_frame(move |f| {
-                                    if let Some(d) = f.data_ref() {
-                                        s.body_bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
-                                    }
-                                    f
-                                })
-                                .boxed()
+                            let counted = crate::upstream::counting(resp, move |n| {
+                                s.body_bytes.fetch_add(n, Ordering::SeqCst);
                             });
                             Ok::<_, std::convert::Infallible>(counted)
                         }

@@ -216,15 +216,8 @@ impl Upstream {
                         let s = s.clone();
                         async move {
                             let resp = serve(&s, req).await;
-                            // Every body byte that leaves, whatever the content.
-                            let counted = resp.map(|b| {
-                                b.map_frame(move |f| {
-                                    if let Some(d) = f.data_ref() {
-                                        s.body_bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
-                                    }
-                                    f
-                                })
-                                .boxed()
+                            let counted = counting(resp, move |n| {
+                                s.body_bytes.fetch_add(n, Ordering::SeqCst);
                             });
                             Ok::<_, std::convert::Infallible>(counted)
                         }
@@ -560,6 +553,23 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// `resp` with every body byte that leaves reported to `count`, whatever
+/// the content.
+pub(crate) fn counting(
+    resp: Response<Body>,
+    count: impl Fn(u64) + Send + Sync + 'static,
+) -> Response<Body> {
+    resp.map(|b| {
+        b.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                count(d.len() as u64);
+            }
+            f
+        })
+        .boxed()
+    })
 }
 
 /// A distinct, valid HTTP date per version.
