@@ -8,8 +8,11 @@
 # for the net tests, the Docker daemon and a static busybox for the image
 # audit tests, mmdebstrap, dpkg-scanpackages (dpkg-dev) and apt-ftparchive
 # (apt-utils) for the APT end-to-end test, curl as a client inside namespaces.
+# The Pulp tier: Debian's python3 with venv (tests/pulp/venv.sh), the
+# PostgreSQL server for its private cluster, rpm and createrepo-c for its
+# RPM repository.
 packages=(ca-certificates procps systemd iproute2 util-linux docker.io busybox-static gzip
-    mmdebstrap dpkg-dev apt-utils curl)
+    mmdebstrap dpkg-dev apt-utils curl python3 python3-venv postgresql rpm createrepo-c)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
