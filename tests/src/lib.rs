@@ -10,6 +10,7 @@ pub mod leak;
 pub mod netns;
 pub mod pki;
 pub mod proxy;
+pub mod pulp;
 pub mod storage;
 pub mod upstream;
 

@@ -45,6 +45,23 @@ impl TestCa {
         self.leaf_with(&["localhost", "127.0.0.1", "::1"], false)
     }
 
+    /// A leaf for `localhost` and `127.0.0.1` written as PEM files, for a
+    /// server that reads its certificate from disk (Pulp's content app).
+    /// The key file is 0600.
+    pub fn write_leaf_pem(&self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut params =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = params.signed_by(&leaf_key, &self.cert, &self.key).unwrap();
+        std::fs::write(cert, leaf.pem()).unwrap();
+        std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     /// A leaf for other names only: the host name check must fail.
     pub fn wrong_name(&self) -> ServerCert {
         self.leaf_with(&["pulp.other.test"], false)

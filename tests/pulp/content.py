@@ -1,0 +1,155 @@
+# Gives a fresh Pulp its content the way a production Pulp gets it, through
+# its REST API: a remote on the fixture's local HTTP server, a repository
+# synced with policy immediate, publications, distributions behind one RBAC
+# content guard, and the test user with the downloader role on that guard.
+#
+# Run by tests/src/pulp.rs with the venv's python. Everything comes on stdin
+# as one JSON object, so no password is on a command line or in an
+# environment; the distributions' base paths go to stdout as JSON.
+#
+# Input keys: api_socket, admin (user, password), user (username, password),
+# deb_remote (URL or null), rpm_remote (URL or null).
+import base64
+import http.client
+import json
+import socket
+import sys
+import time
+
+spec = json.load(sys.stdin)
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """The API listens on a unix socket only; http.client speaks HTTP over
+    whatever socket connect() leaves behind."""
+
+    def __init__(self, path):
+        super().__init__("localhost", timeout=60)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(60)
+        self.sock.connect(self.path)
+
+
+ADMIN = "Basic " + base64.b64encode(
+    f"{spec['admin']['username']}:{spec['admin']['password']}".encode()
+).decode()
+
+
+def call(method, path, body=None, ok=(200, 201, 202, 204)):
+    if not path.startswith("/"):
+        path = "/pulp/api/v3/" + path
+    conn = UnixConnection(spec["api_socket"])
+    headers = {"Authorization": ADMIN, "Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    text = resp.read().decode(errors="replace")
+    conn.close()
+    if resp.status not in ok:
+        # The request body may hold the test password: name the call only.
+        sys.exit(f"content.py: {method} {path} answered {resp.status}: {text[:2000]}")
+    return json.loads(text) if text else {}
+
+
+def wait_task(task_href, what, within=300):
+    """Polls the task until it ends; a task that fails stops the set-up with
+    Pulp's own error text."""
+    deadline = time.monotonic() + within
+    while True:
+        task = call("GET", task_href)
+        state = task["state"]
+        if state == "completed":
+            return task
+        if state in ("failed", "canceled", "skipped"):
+            sys.exit(f"content.py: {what}: task {state}: {json.dumps(task.get('error'))}")
+        if time.monotonic() > deadline:
+            sys.exit(f"content.py: {what}: task still {state} after {within} s")
+        time.sleep(0.2)
+
+
+def created(task):
+    return task["created_resources"]
+
+
+user = spec["user"]
+call("POST", "users/", {"username": user["username"], "password": user["password"]})
+guard = call("POST", "contentguards/core/rbac/", {"name": "ci-downloaders"})
+call(
+    "POST",
+    guard["pulp_href"] + "add_role/",
+    {"role": "core.rbaccontentguard_downloader", "users": [user["username"]]},
+)
+out = {}
+
+if spec.get("deb_remote"):
+    remote = call(
+        "POST",
+        "remotes/deb/apt/",
+        {
+            "name": "deb",
+            "url": spec["deb_remote"],
+            "distributions": "stable",
+            "components": "main",
+            "architectures": "amd64",
+            "policy": "immediate",
+        },
+    )
+    repo = call("POST", "repositories/deb/apt/", {"name": "deb"})
+    sync = call("POST", repo["pulp_href"] + "sync/", {"remote": remote["pulp_href"]})
+    wait_task(sync["task"], "deb sync")
+    version = call("GET", repo["pulp_href"])["latest_version_href"]
+    # Both publication kinds a deb user meets: verbatim keeps the upstream's
+    # files as they were, structured writes Pulp's own dists/ and pool/.
+    for kind, endpoint, path, body in [
+        ("verbatim", "verbatim", "debian", {}),
+        ("structured", "apt", "debian-structured", {"structured": True, "simple": False}),
+    ]:
+        task = call(
+            "POST", f"publications/deb/{endpoint}/", {"repository_version": version, **body}
+        )
+        publication = created(wait_task(task["task"], f"deb {kind} publication"))[0]
+        task = call(
+            "POST",
+            "distributions/deb/apt/",
+            {
+                "name": path,
+                "base_path": path,
+                "publication": publication,
+                "content_guard": guard["pulp_href"],
+            },
+        )
+        wait_task(task["task"], f"deb {kind} distribution")
+        out[f"deb_{kind}"] = path
+
+if spec.get("rpm_remote"):
+    remote = call(
+        "POST",
+        "remotes/rpm/rpm/",
+        {"name": "rpm", "url": spec["rpm_remote"], "policy": "immediate"},
+    )
+    repo = call("POST", "repositories/rpm/rpm/", {"name": "rpm"})
+    sync = call("POST", repo["pulp_href"] + "sync/", {"remote": remote["pulp_href"]})
+    wait_task(sync["task"], "rpm sync")
+    version = call("GET", repo["pulp_href"])["latest_version_href"]
+    task = call("POST", "publications/rpm/rpm/", {"repository_version": version})
+    publication = created(wait_task(task["task"], "rpm publication"))[0]
+    task = call(
+        "POST",
+        "distributions/rpm/rpm/",
+        {
+            "name": "rpm",
+            "base_path": "rpm",
+            "publication": publication,
+            "content_guard": guard["pulp_href"],
+        },
+    )
+    wait_task(task["task"], "rpm distribution")
+    out["rpm"] = "rpm"
+
+json.dump(out, sys.stdout)
