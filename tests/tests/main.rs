@@ -12,6 +12,7 @@ mod forwarding;
 mod listening;
 mod net;
 mod policy;
+mod pulp;
 mod responses;
 mod service;
 mod smuggling;

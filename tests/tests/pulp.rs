@@ -1,0 +1,171 @@
+//! The tier against a real Pulp (`e2e::pulp`): pulpcore with the deb plugin,
+//! content synced in and published behind an RBAC content guard, the real
+//! proxy in front of it, and a real apt-get in `docker build` installing
+//! through the proxy. What a stand-in cannot show: that Pulp's own answers
+//! (403 for refused credentials, its ETags and Cache-Control) work with the
+//! proxy and its cache.
+//!
+//! Timings go to stderr (`cargo test -p e2e --test e2e pulp -- --nocapture`).
+
+use e2e::docker::{ensure_daemon, Image};
+use e2e::pki::TestCa;
+use e2e::proxy::{self, Proxy, Scratch};
+use e2e::pulp::{Content, Pulp, Storage};
+use e2e::{apt, cache_section, leak};
+use std::process::Command;
+use std::time::Instant;
+
+fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
+    let out = e2e::output(
+        Command::new(e2e::bin("ci-builder"))
+            .arg("--config")
+            .arg(cfg)
+            .args(["audit", image]),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// One `docker build` through the proxy: its wall time and what it cost
+/// Pulp, in bytes on the wire.
+#[derive(Debug)]
+struct Run {
+    secs: f64,
+    pulp_bytes: u64,
+}
+
+fn build_through(pulp: &Pulp, proxy: &Proxy, base: &str, tag: &str) -> (Image, Run) {
+    let before = pulp.bytes_sent();
+    let started = Instant::now();
+    let built = Image::try_build(tag, &apt::dockerfile(base, &proxy.url()), &[], &[]);
+    let secs = started.elapsed().as_secs_f64();
+    let image = built.unwrap_or_else(|log| {
+        panic!(
+            "the build through the proxy to Pulp failed:\n{log}\nproxy log:\n{}",
+            proxy.log_text()
+        )
+    });
+    let run = Run {
+        secs,
+        pulp_bytes: pulp.bytes_sent() - before,
+    };
+    (image, run)
+}
+
+fn start_proxy(pulp: &Pulp, scratch: &Scratch, cache: Option<&std::path::Path>) -> Proxy {
+    let mut config = proxy::config(&pulp.content_url(), pulp.ca_file(), &scratch.path("pw"));
+    if let Some(dir) = cache {
+        cache_section(dir, "256 MiB")(&mut config);
+    }
+    Proxy::start(&scratch.write_config(&config), &[])
+}
+
+/// Every request Pulp's content app saw carried the proxy's credentials,
+/// and none was refused: each was answered with content, or with 404 for
+/// the signatures apt looks for first and an unsigned repository lacks.
+fn assert_pulp_saw_only_the_proxy(pulp: &Pulp) {
+    let log = pulp.access_log();
+    assert!(!log.is_empty(), "Pulp's content app logged no request");
+    let expected = e2e::basic_header();
+    for line in &log {
+        assert!(
+            line.authorization.as_deref() == Some(expected.as_str()),
+            "Pulp saw a request without the proxy's credentials: {}",
+            line.request
+        );
+        assert!(
+            matches!(line.status, 200 | 206 | 304)
+                || (line.status == 404
+                    && (line.request.contains("/InRelease ")
+                        || line.request.contains("/Release.gpg "))),
+            "Pulp answered {} to {}",
+            line.status,
+            line.request
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
+    ensure_daemon();
+    let repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let base = tokio::task::spawn_blocking(apt::base_image).await.unwrap();
+    let ca = TestCa::new();
+    let pulp = tokio::task::block_in_place(|| {
+        Pulp::start(
+            &ca,
+            Storage::Filesystem,
+            Content {
+                deb: Some(&repo),
+                rpm: None,
+            },
+        )
+    });
+    eprintln!("pulp (filesystem) start: {:?}", pulp.timings);
+    assert_eq!(pulp.distributions["deb_verbatim"], "debian");
+    let scratch = Scratch::new();
+    let pid = std::process::id();
+
+    // Cache off.
+    let proxy = start_proxy(&pulp, &scratch, None);
+    let (built, off) = tokio::task::block_in_place(|| {
+        build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-apt:{pid}"))
+    });
+    eprintln!(
+        "apt through the proxy to Pulp, cache off: {:.1} s, {} bytes from Pulp",
+        off.secs, off.pulp_bytes
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("path=/pulp/content/debian/pool/main/hello_"),
+        "no package fetched through the proxy:\n{log}"
+    );
+    assert_pulp_saw_only_the_proxy(&pulp);
+    let (code, text) =
+        tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &built.tag));
+    assert_eq!(
+        code, 0,
+        "the audit failed the image built through Pulp:\n{text}"
+    );
+    leak::assert_clean("the audit's output", text.as_bytes());
+    drop(proxy);
+
+    // Cache on: the second identical build costs Pulp at most 5% of the
+    // first one's bytes.
+    let cache = scratch.path("cache");
+    let proxy = start_proxy(&pulp, &scratch, Some(&cache));
+    let (_, first) = tokio::task::block_in_place(|| {
+        build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-cached-1:{pid}"))
+    });
+    let (_, second) = tokio::task::block_in_place(|| {
+        build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-cached-2:{pid}"))
+    });
+    eprintln!(
+        "apt through the proxy to Pulp, cache on: first {:.1} s, {} bytes; second {:.1} s, {} bytes",
+        first.secs, first.pulp_bytes, second.secs, second.pulp_bytes
+    );
+    assert!(first.pulp_bytes > 100_000, "{first:?}");
+    assert!(
+        second.pulp_bytes * 20 <= first.pulp_bytes,
+        "the second cached build cost Pulp {} bytes, the first {}:\n{}",
+        second.pulp_bytes,
+        first.pulp_bytes,
+        proxy.log_text()
+    );
+    assert_pulp_saw_only_the_proxy(&pulp);
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        leak::assert_clean(
+            "a cache entry",
+            &std::fs::read(entry.unwrap().path()).unwrap(),
+        );
+    }
+    drop(proxy);
+
+    eprintln!("pulp peak memory: {} MiB", pulp.peak_rss_kib() / 1024);
+    let stopped = pulp.stop_checked();
+    assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
+}
