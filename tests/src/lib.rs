@@ -11,6 +11,7 @@ pub mod netns;
 pub mod pki;
 pub mod proxy;
 pub mod pulp;
+pub mod rpm;
 pub mod storage;
 pub mod upstream;
 

@@ -11,7 +11,7 @@ use e2e::docker::{ensure_daemon, Image};
 use e2e::pki::TestCa;
 use e2e::proxy::{self, Proxy, Scratch};
 use e2e::pulp::{Content, Pulp, Storage};
-use e2e::{apt, cache_section, leak};
+use e2e::{apt, cache_section, leak, rpm};
 use std::process::Command;
 use std::time::Instant;
 
@@ -89,10 +89,45 @@ fn assert_pulp_saw_only_the_proxy(pulp: &Pulp) {
     }
 }
 
+/// One dnf install through the proxy into a fresh root: its wall time and
+/// what it cost Pulp.
+fn dnf_through(pulp: &Pulp, proxy: &Proxy) -> Run {
+    let before = pulp.bytes_sent();
+    let started = Instant::now();
+    let baseurl = format!("{}/pulp/content/rpm/", proxy.url());
+    let (_root, text) = rpm::dnf_install(&baseurl);
+    leak::assert_clean("dnf's output", text.as_bytes());
+    Run {
+        secs: started.elapsed().as_secs_f64(),
+        pulp_bytes: pulp.bytes_sent() - before,
+    }
+}
+
+fn report(what: &str, run: &Run) {
+    eprintln!(
+        "{what}: {:.1} s, {} bytes from Pulp",
+        run.secs, run.pulp_bytes
+    );
+}
+
+/// The second of two identical runs through a caching proxy costs Pulp at
+/// most 5% of the first one's bytes.
+fn assert_cached(what: &str, first: &Run, second: &Run, proxy: &Proxy) {
+    assert!(first.pulp_bytes > 100_000, "{what}: {first:?}");
+    assert!(
+        second.pulp_bytes * 20 <= first.pulp_bytes,
+        "{what}: the second cached run cost Pulp {} bytes, the first {}:\n{}",
+        second.pulp_bytes,
+        first.pulp_bytes,
+        proxy.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
+async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
     ensure_daemon();
-    let repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let deb_repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let rpm_repo = tokio::task::spawn_blocking(rpm::repo).await.unwrap();
     let base = tokio::task::spawn_blocking(apt::base_image).await.unwrap();
     let ca = TestCa::new();
     let pulp = tokio::task::block_in_place(|| {
@@ -100,13 +135,14 @@ async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
             &ca,
             Storage::Filesystem,
             Content {
-                deb: Some(&repo),
-                rpm: None,
+                deb: Some(&deb_repo),
+                rpm: Some(&rpm_repo),
             },
         )
     });
     eprintln!("pulp (filesystem) start: {:?}", pulp.timings);
     assert_eq!(pulp.distributions["deb_verbatim"], "debian");
+    assert_eq!(pulp.distributions["rpm"], "rpm");
     let scratch = Scratch::new();
     let pid = std::process::id();
 
@@ -115,16 +151,13 @@ async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
     let (built, off) = tokio::task::block_in_place(|| {
         build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-apt:{pid}"))
     });
-    eprintln!(
-        "apt through the proxy to Pulp, cache off: {:.1} s, {} bytes from Pulp",
-        off.secs, off.pulp_bytes
-    );
+    report("apt, cache off", &off);
     let log = proxy.log_text();
     assert!(
         log.contains("path=/pulp/content/debian/pool/main/hello_"),
         "no package fetched through the proxy:\n{log}"
     );
-    assert_pulp_saw_only_the_proxy(&pulp);
+    let t = Instant::now();
     let (code, text) =
         tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &built.tag));
     assert_eq!(
@@ -132,10 +165,20 @@ async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
         "the audit failed the image built through Pulp:\n{text}"
     );
     leak::assert_clean("the audit's output", text.as_bytes());
+    eprintln!("audit of the image: {:.1} s", t.elapsed().as_secs_f64());
+    let off = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
+    report("dnf, cache off", &off);
+    assert!(
+        proxy
+            .log_text()
+            .contains("path=/pulp/content/rpm/Packages/p/pap-data-1.0-1.noarch.rpm"),
+        "no RPM fetched through the proxy:\n{}",
+        proxy.log_text()
+    );
+    assert_pulp_saw_only_the_proxy(&pulp);
     drop(proxy);
 
-    // Cache on: the second identical build costs Pulp at most 5% of the
-    // first one's bytes.
+    // Cache on.
     let cache = scratch.path("cache");
     let proxy = start_proxy(&pulp, &scratch, Some(&cache));
     let (_, first) = tokio::task::block_in_place(|| {
@@ -144,18 +187,14 @@ async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
     let (_, second) = tokio::task::block_in_place(|| {
         build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-cached-2:{pid}"))
     });
-    eprintln!(
-        "apt through the proxy to Pulp, cache on: first {:.1} s, {} bytes; second {:.1} s, {} bytes",
-        first.secs, first.pulp_bytes, second.secs, second.pulp_bytes
-    );
-    assert!(first.pulp_bytes > 100_000, "{first:?}");
-    assert!(
-        second.pulp_bytes * 20 <= first.pulp_bytes,
-        "the second cached build cost Pulp {} bytes, the first {}:\n{}",
-        second.pulp_bytes,
-        first.pulp_bytes,
-        proxy.log_text()
-    );
+    report("apt, cache on, first", &first);
+    report("apt, cache on, second", &second);
+    assert_cached("apt", &first, &second, &proxy);
+    let first = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
+    let second = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
+    report("dnf, cache on, first", &first);
+    report("dnf, cache on, second", &second);
+    assert_cached("dnf", &first, &second, &proxy);
     assert_pulp_saw_only_the_proxy(&pulp);
     for entry in std::fs::read_dir(&cache).unwrap() {
         leak::assert_clean(
@@ -166,6 +205,8 @@ async fn apt_installs_from_a_real_pulp_through_the_proxy_cache_off_and_on() {
     drop(proxy);
 
     eprintln!("pulp peak memory: {} MiB", pulp.peak_rss_kib() / 1024);
-    let stopped = pulp.stop_checked();
+    let t = Instant::now();
+    let stopped = tokio::task::block_in_place(|| pulp.stop_checked());
     assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
+    eprintln!("pulp stop: {:.1} s", t.elapsed().as_secs_f64());
 }
