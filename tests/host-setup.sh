@@ -9,10 +9,11 @@
 # audit tests, mmdebstrap, dpkg-scanpackages (dpkg-dev) and apt-ftparchive
 # (apt-utils) for the APT end-to-end test, curl as a client inside namespaces.
 # The Pulp tier: Debian's python3 with venv (tests/pulp/venv.sh), the
-# PostgreSQL server for its private cluster, rpm and createrepo-c for its
-# RPM repository.
+# PostgreSQL server for its private cluster, rpm (rpmbuild) and
+# createrepo-c for its RPM repository, dnf and python3-dnf (librepo, the
+# HTTP client dnf has on Rocky Linux) as the RPM client.
 packages=(ca-certificates procps systemd iproute2 util-linux docker.io busybox-static gzip
-    mmdebstrap dpkg-dev apt-utils curl python3 python3-venv postgresql rpm createrepo-c)
+    mmdebstrap dpkg-dev apt-utils curl python3 python3-venv postgresql rpm createrepo-c dnf python3-dnf)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
