@@ -43,18 +43,25 @@ fn pulp_dir() -> PathBuf {
 pub enum Storage {
     /// `MEDIA_ROOT` on the local filesystem; the content app streams files.
     Filesystem,
+    /// S3 on a local `moto_server` (TLS with the tests' certificate, path
+    /// addressing) with `REDIRECT_TO_OBJECT_STORAGE`: the content app
+    /// answers every content request with a 302 to a presigned URL.
+    /// moto does not check the signatures.
+    S3,
 }
 
 impl Storage {
     fn template(self) -> &'static str {
         match self {
             Storage::Filesystem => "storage-fs.py.in",
+            Storage::S3 => "storage-s3.py.in",
         }
     }
 
     fn name(self) -> &'static str {
         match self {
             Storage::Filesystem => "fs",
+            Storage::S3 => "s3",
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct Timings {
     pub venv: Duration,
     /// initdb and the cluster's start.
     pub postgres: Duration,
+    /// S3 mode: moto_server up and its bucket made.
+    pub storage: Duration,
     /// `migrate` (cold) or the restore of the cached dump (warm).
     pub database: Duration,
     /// Whether `database` was a `migrate`.
@@ -104,6 +113,9 @@ pub struct Pulp {
     /// Stopped in reverse order, the database last.
     services: Vec<Service>,
     meter: Option<Meter>,
+    /// S3 mode: the meter every S3 request goes through, Pulp's uploads
+    /// and the clients' presigned downloads alike.
+    storage_meter: Option<Meter>,
     content_addr: Option<SocketAddr>,
     api_socket: PathBuf,
     ca_file: PathBuf,
@@ -457,6 +469,7 @@ impl Pulp {
         let mut pulp = Pulp {
             services: Vec::new(),
             meter: None,
+            storage_meter: None,
             content_addr: None,
             api_socket: d.join("api.sock"),
             ca_file: d.join("ca.pem"),
@@ -528,8 +541,18 @@ impl Pulp {
         pulp.timings.postgres = t.elapsed();
 
         // Settings. The content app's port is Pulp's own; clients reach it
-        // through the meter.
+        // through the meter. In S3 mode the endpoint Pulp is told, and so
+        // the host of every presigned URL, is the storage meter's.
         let content_port = free_port();
+        let moto_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        if storage == Storage::S3 {
+            pulp.storage_meter = Some(Meter::start(moto_addr));
+        }
+        let s3_endpoint = pulp
+            .storage_meter
+            .as_ref()
+            .map(|m| format!("https://{}", m.addr))
+            .unwrap_or_default();
         let settings = fs::read_to_string(pulp_dir().join("settings.py.in"))
             .unwrap()
             .replace("@SECRET_KEY@", &random_hex(32))
@@ -539,7 +562,10 @@ impl Pulp {
             )
             .replace("@PG_SOCKET_DIR@", pg.to_str().unwrap())
             .replace("@DIR@", d.to_str().unwrap())
-            + &fs::read_to_string(pulp_dir().join(storage.template())).unwrap();
+            + &fs::read_to_string(pulp_dir().join(storage.template()))
+                .unwrap()
+                .replace("@S3_ENDPOINT@", &s3_endpoint)
+                .replace("@CA_FILE@", pulp.ca_file.to_str().unwrap());
         fs::write(d.join("settings.py"), settings).unwrap();
         let env: Vec<(String, String)> = vec![
             (
@@ -567,6 +593,44 @@ impl Pulp {
             }
             cmd
         };
+
+        if storage == Storage::S3 {
+            let t = Instant::now();
+            let mut moto = pulp_cmd("moto_server");
+            moto.args(["-H", "127.0.0.1", "-p", &moto_addr.port().to_string()])
+                .arg("-c")
+                .arg(d.join("content.pem"))
+                .arg("-k")
+                .arg(d.join("content.key"));
+            pulp.services.push(Service::spawn(
+                "moto_server",
+                moto,
+                &d.join("moto.log"),
+                "TERM",
+                true,
+            ));
+            poll(
+                Duration::from_secs(30),
+                "moto_server listening",
+                || pulp.assert_running(),
+                || TcpStream::connect(moto_addr).ok(),
+            );
+            // The bucket Pulp writes to, made over the same endpoint and
+            // trust Pulp uses. moto's keys are fixed fakes.
+            run(
+                pulp_cmd("python").args([
+                    "-c",
+                    "import sys, boto3\n\
+                     boto3.client('s3', endpoint_url=sys.argv[1], verify=sys.argv[2],\n\
+                     region_name='us-east-1', aws_access_key_id='fake-access-key',\n\
+                     aws_secret_access_key='fake-secret-key').create_bucket(Bucket='pulp')",
+                    &s3_endpoint,
+                    pulp.ca_file.to_str().unwrap(),
+                ]),
+                "creating the S3 bucket on moto_server",
+            );
+            pulp.timings.storage = t.elapsed();
+        }
 
         // The database: the cached dump when there is one, else migrate
         // and keep a dump of the result. The encryption key travels with
@@ -780,6 +844,16 @@ impl Pulp {
         &self.ca_file
     }
 
+    /// S3 mode: bytes the storage has sent so far (to Pulp and to clients).
+    pub fn storage_bytes_sent(&self) -> Option<u64> {
+        Some(self.storage_meter.as_ref()?.down.load(Ordering::SeqCst))
+    }
+
+    /// S3 mode: `https://127.0.0.1:PORT`, the host of every presigned URL.
+    pub fn storage_url(&self) -> Option<String> {
+        Some(format!("https://{}", self.storage_meter.as_ref()?.addr))
+    }
+
     /// Bytes the content app has sent so far through [`Pulp::content_url`].
     pub fn bytes_sent(&self) -> u64 {
         self.meter.as_ref().unwrap().down.load(Ordering::SeqCst)
@@ -879,6 +953,7 @@ fn processes_in(groups: &[u32]) -> Vec<u32> {
 impl Drop for Pulp {
     fn drop(&mut self) {
         self.meter.take();
+        self.storage_meter.take();
         while let Some(mut s) = self.services.pop() {
             s.stop();
         }

@@ -210,3 +210,103 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
     assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
     eprintln!("pulp stop: {:.1} s", t.elapsed().as_secs_f64());
 }
+
+/// `curl` with the test credentials from a config file (never on its
+/// command line), trusting the tests' CA, not following redirects: the
+/// status, the `Location` and the body.
+fn curl(pulp: &Pulp, url: &str, credentials: bool) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("curl.conf");
+    let mut text = String::from("silent\nshow-error\n");
+    if credentials {
+        // curl's config quoting: backslash and double quote escaped.
+        let user = format!("{}:{}", e2e::USERNAME, e2e::PASSWORD)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        text.push_str(&format!("user = \"{user}\"\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+    let body = dir.path().join("body");
+    let out = Command::new("curl")
+        .arg("--config")
+        .arg(&config)
+        .arg("--cacert")
+        .arg(pulp.ca_file())
+        .arg("--output")
+        .arg(&body)
+        .args(["--write-out", "%{http_code} %{redirect_url}"])
+        .arg(url)
+        .env_clear()
+        .env("PATH", e2e::host_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl {url}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, location) = text.split_once(' ').unwrap_or((&text, ""));
+    (
+        code.parse().unwrap(),
+        location.to_string(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+/// The S3 mode of the fixture, without the proxy: content synced into
+/// object storage, and every content request, metadata included, a 302 to
+/// a presigned URL on the storage that serves the file without
+/// credentials. The clients' tests in this mode need the proxy to follow
+/// such redirects.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
+    let deb_repo = tokio::task::spawn_blocking(apt::repo).await.unwrap();
+    let rpm_repo = tokio::task::spawn_blocking(rpm::repo).await.unwrap();
+    let ca = TestCa::new();
+    let pulp = tokio::task::block_in_place(|| {
+        Pulp::start(
+            &ca,
+            Storage::S3,
+            Content {
+                deb: Some(&deb_repo),
+                rpm: Some(&rpm_repo),
+            },
+        )
+    });
+    eprintln!("pulp (S3) start: {:?}", pulp.timings);
+    let storage = pulp.storage_url().unwrap();
+    for (path, file) in [
+        (
+            "debian/dists/stable/Release",
+            deb_repo.join("dists/stable/Release"),
+        ),
+        ("rpm/repodata/repomd.xml", std::path::PathBuf::new()),
+        (
+            "rpm/Packages/p/pap-data-1.0-1.noarch.rpm",
+            rpm_repo.join("Packages/pap-data-1.0-1.noarch.rpm"),
+        ),
+    ] {
+        let url = format!("{}/pulp/content/{path}", pulp.content_url());
+        let (code, _, _) = tokio::task::block_in_place(|| curl(&pulp, &url, false));
+        assert_eq!(code, 403, "{path} without credentials");
+        let (code, location, _) = tokio::task::block_in_place(|| curl(&pulp, &url, true));
+        assert_eq!(code, 302, "{path} with credentials");
+        assert!(
+            location.starts_with(&format!("{storage}/pulp/")),
+            "{path}: {location}"
+        );
+        let (code, _, body) = tokio::task::block_in_place(|| curl(&pulp, &location, false));
+        assert_eq!(code, 200, "{path} from the storage");
+        if file.as_os_str().is_empty() {
+            assert!(body.starts_with(b"<?xml"), "{path}");
+        } else {
+            assert!(
+                body == std::fs::read(&file).unwrap(),
+                "{path}: other bytes from the storage"
+            );
+        }
+    }
+    let stopped = tokio::task::block_in_place(|| pulp.stop_checked());
+    assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
+}
