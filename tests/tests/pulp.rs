@@ -39,9 +39,28 @@ struct Run {
 }
 
 fn build_through(pulp: &Pulp, proxy: &Proxy, base: &str, tag: &str) -> (Image, Run) {
+    build_from(pulp, proxy, &apt::dockerfile(base, &proxy.url()), tag)
+}
+
+/// Like [`build_through`], from the structured publication (Pulp's own
+/// `dists/` and `pool/` layout) instead of the verbatim one.
+fn build_structured(pulp: &Pulp, proxy: &Proxy, base: &str, tag: &str) -> (Image, Run) {
+    let verbatim = format!("{}{} stable", proxy.url(), apt::REPO_PREFIX);
+    let structured = format!("{}/pulp/content/debian-structured stable", proxy.url());
+    let dockerfile = apt::dockerfile(base, &proxy.url());
+    assert!(dockerfile.contains(&verbatim), "{dockerfile}");
+    build_from(
+        pulp,
+        proxy,
+        &dockerfile.replace(&verbatim, &structured),
+        tag,
+    )
+}
+
+fn build_from(pulp: &Pulp, proxy: &Proxy, dockerfile: &str, tag: &str) -> (Image, Run) {
     let before = pulp.bytes_sent();
     let started = Instant::now();
-    let built = Image::try_build(tag, &apt::dockerfile(base, &proxy.url()), &[], &[]);
+    let built = Image::try_build(tag, dockerfile, &[], &[]);
     let secs = started.elapsed().as_secs_f64();
     let image = built.unwrap_or_else(|log| {
         panic!(
@@ -168,6 +187,25 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
     eprintln!("audit of the image: {:.1} s", t.elapsed().as_secs_f64());
     let off = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
     report("dnf, cache off", &off);
+    let (_, structured) = tokio::task::block_in_place(|| {
+        build_structured(
+            &pulp,
+            &proxy,
+            base,
+            &format!("pap-e2e-pulp-structured:{pid}"),
+        )
+    });
+    report(
+        "apt from the structured publication, cache off",
+        &structured,
+    );
+    assert!(
+        proxy
+            .log_text()
+            .contains("path=/pulp/content/debian-structured/pool/main/h/hello/hello_"),
+        "no package fetched from the structured publication:\n{}",
+        proxy.log_text()
+    );
     assert!(
         proxy
             .log_text()
