@@ -74,6 +74,12 @@ pub struct Content<'a> {
     pub deb: Option<&'a Path>,
     /// An RPM repository (with `repodata/`), served as `rpm`.
     pub rpm: Option<&'a Path>,
+    /// A network namespace (`ip netns` name) for what speaks TCP: the
+    /// content app on the namespace's 127.0.0.1, the worker and the
+    /// servers it syncs from. PostgreSQL and the API stay outside on their
+    /// unix sockets. The bridge deployment's proxy runs in there too, so
+    /// there is no meter: [`Pulp::bytes_sent`] stays 0.
+    pub netns: Option<&'a str>,
 }
 
 /// How long each stage of a start took.
@@ -117,6 +123,8 @@ pub struct Pulp {
     /// and the clients' presigned downloads alike.
     storage_meter: Option<Meter>,
     content_addr: Option<SocketAddr>,
+    /// In a namespace: the content app there.
+    netns_content: Option<SocketAddr>,
     api_socket: PathBuf,
     ca_file: PathBuf,
     /// What each stage of the start took.
@@ -442,6 +450,10 @@ impl Pulp {
     /// content app's certificate from `ca`. Blocking: call it from
     /// `spawn_blocking` or `block_in_place`.
     pub fn start(ca: &TestCa, storage: Storage, content: Content<'_>) -> Pulp {
+        assert!(
+            content.netns.is_none() || storage == Storage::Filesystem,
+            "the S3 mode runs outside a namespace only"
+        );
         let started = Instant::now();
         let mut timings = Timings::default();
 
@@ -471,6 +483,7 @@ impl Pulp {
             meter: None,
             storage_meter: None,
             content_addr: None,
+            netns_content: None,
             api_socket: d.join("api.sock"),
             ca_file: d.join("ca.pem"),
             timings,
@@ -592,6 +605,22 @@ impl Pulp {
                 cmd.env(k, v);
             }
             cmd
+        };
+        // `ip netns exec` execs the program once it has entered the
+        // namespace, so the child's id stays the program's own.
+        let in_netns = |program: &str| match content.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns])
+                    .arg(venv.join("bin").join(program))
+                    .env_clear()
+                    .current_dir(&d);
+                for (k, v) in &env {
+                    cmd.env(k, v);
+                }
+                cmd
+            }
+            None => pulp_cmd(program),
         };
 
         if storage == Storage::S3 {
@@ -723,7 +752,7 @@ impl Pulp {
             "TERM",
             true,
         ));
-        let mut content_app = pulp_cmd("pulpcore-content");
+        let mut content_app = in_netns("pulpcore-content");
         content_app
             .env(
                 "GUNICORN_CMD_ARGS",
@@ -748,7 +777,7 @@ impl Pulp {
         ));
         pulp.services.push(Service::spawn(
             "pulpcore-worker",
-            pulp_cmd("pulpcore-worker"),
+            in_netns("pulpcore-worker"),
             &d.join("worker.log"),
             "TERM",
             true,
@@ -768,12 +797,14 @@ impl Pulp {
             },
         );
         let content_addr: SocketAddr = format!("127.0.0.1:{content_port}").parse().unwrap();
-        poll(
-            Duration::from_secs(30),
-            "pulpcore-content listening",
-            || pulp.assert_running(),
-            || TcpStream::connect(content_addr).ok(),
-        );
+        if content.netns.is_none() {
+            poll(
+                Duration::from_secs(30),
+                "pulpcore-content listening",
+                || pulp.assert_running(),
+                || TcpStream::connect(content_addr).ok(),
+            );
+        }
         let versions = status["versions"].to_string();
         assert!(
             versions.contains("\"deb\"") && versions.contains("\"rpm\""),
@@ -785,10 +816,10 @@ impl Pulp {
         let t = Instant::now();
         let deb = content
             .deb
-            .map(|p| FileServer::start(p, &d.join("deb-http.log")));
+            .map(|p| FileServer::start(p, &d.join("deb-http.log"), content.netns));
         let rpm = content
             .rpm
-            .map(|p| FileServer::start(p, &d.join("rpm-http.log")));
+            .map(|p| FileServer::start(p, &d.join("rpm-http.log"), content.netns));
         let spec = serde_json::json!({
             "api_socket": pulp.api_socket,
             "admin": {"username": "admin", "password": admin_password},
@@ -822,8 +853,12 @@ impl Pulp {
         drop((deb, rpm));
         pulp.timings.content = t.elapsed();
 
-        pulp.meter = Some(Meter::start(content_addr));
-        pulp.content_addr = Some(content_addr);
+        if content.netns.is_none() {
+            pulp.meter = Some(Meter::start(content_addr));
+            pulp.content_addr = Some(content_addr);
+        } else {
+            pulp.netns_content = Some(content_addr);
+        }
         pulp.timings.total = started.elapsed();
         pulp
     }
@@ -834,9 +869,14 @@ impl Pulp {
         }
     }
 
-    /// `https://127.0.0.1:PORT`: the content app, through the meter.
+    /// `https://127.0.0.1:PORT`: the content app, through the meter (in a
+    /// namespace: directly, on the namespace's loopback).
     pub fn content_url(&self) -> String {
-        format!("https://{}", self.meter.as_ref().unwrap().addr)
+        match (&self.meter, self.netns_content) {
+            (Some(m), _) => format!("https://{}", m.addr),
+            (None, Some(addr)) => format!("https://{addr}"),
+            (None, None) => unreachable!("a started Pulp has a content app"),
+        }
     }
 
     /// The CA that signed the content app's certificate, as PEM.
@@ -856,7 +896,9 @@ impl Pulp {
 
     /// Bytes the content app has sent so far through [`Pulp::content_url`].
     pub fn bytes_sent(&self) -> u64 {
-        self.meter.as_ref().unwrap().down.load(Ordering::SeqCst)
+        self.meter
+            .as_ref()
+            .map_or(0, |m| m.down.load(Ordering::SeqCst))
     }
 
     /// The run directory (settings, logs, the cluster, media).
@@ -974,10 +1016,17 @@ struct FileServer {
 }
 
 impl FileServer {
-    fn start(root: &Path, log: &Path) -> FileServer {
+    fn start(root: &Path, log: &Path, netns: Option<&str>) -> FileServer {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/bin/python3"]);
+                c
+            }
+            None => Command::new("/usr/bin/python3"),
+        };
         let mut child = crate::KillOnDrop(
-            Command::new("/usr/bin/python3")
-                .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            cmd.args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
                 .arg("--directory")
                 .arg(root)
                 .env_clear()

@@ -115,9 +115,10 @@ pub fn repo() -> PathBuf {
 }
 
 /// Installs [`PACKAGE`] with dnf into a fresh root from the repository at
-/// `baseurl`; returns the root (removed when it drops) and dnf's output,
-/// panicking with the output if dnf fails.
-pub fn dnf_install(baseurl: &str) -> (tempfile::TempDir, String) {
+/// `baseurl`, inside network namespace `netns` when given; returns the root
+/// (removed when it drops) and dnf's output, panicking with the output if
+/// dnf fails.
+pub fn dnf_install(netns: Option<&str>, baseurl: &str) -> (tempfile::TempDir, String) {
     let root = tempfile::tempdir().unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
     let repos = conf_dir.path().join("repos");
@@ -138,9 +139,16 @@ pub fn dnf_install(baseurl: &str) -> (tempfile::TempDir, String) {
         ),
     )
     .unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "dnf"]);
+            c
+        }
+        None => Command::new("dnf"),
+    };
     let out = crate::output(
-        Command::new("dnf")
-            .arg("-y")
+        cmd.arg("-y")
             .arg("--config")
             .arg(&conf)
             .arg("--installroot")

@@ -8,6 +8,7 @@
 //! Timings go to stderr (`cargo test -p e2e --test e2e pulp -- --nocapture`).
 
 use e2e::docker::{ensure_daemon, Image};
+use e2e::netns::Netns;
 use e2e::pki::TestCa;
 use e2e::proxy::{self, Proxy, Scratch};
 use e2e::pulp::{Content, Pulp, Storage};
@@ -114,7 +115,7 @@ fn dnf_through(pulp: &Pulp, proxy: &Proxy) -> Run {
     let before = pulp.bytes_sent();
     let started = Instant::now();
     let baseurl = format!("{}/pulp/content/rpm/", proxy.url());
-    let (_root, text) = rpm::dnf_install(&baseurl);
+    let (_root, text) = rpm::dnf_install(None, &baseurl);
     leak::assert_clean("dnf's output", text.as_bytes());
     Run {
         secs: started.elapsed().as_secs_f64(),
@@ -156,6 +157,7 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
             Content {
                 deb: Some(&deb_repo),
                 rpm: Some(&rpm_repo),
+                netns: None,
             },
         )
     });
@@ -309,6 +311,7 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
             Content {
                 deb: Some(&deb_repo),
                 rpm: Some(&rpm_repo),
+                netns: None,
             },
         )
     });
@@ -347,4 +350,115 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
     }
     let stopped = tokio::task::block_in_place(|| pulp.stop_checked());
     assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
+}
+
+/// The bridge deployment against a real Pulp: `ci-builder net up` in a
+/// namespace, the proxy on 192.168.33.3:80 with `interface` set, Pulp's
+/// content app on the namespace's loopback, apt-get (in a chroot) and dnf
+/// installing through the bridge address.
+#[test]
+fn apt_and_dnf_install_from_a_real_pulp_through_the_bridge() {
+    let deb_repo = apt::repo();
+    let rpm_repo = rpm::repo();
+    let rootfs = apt::rootfs_copy();
+    // Declared before Pulp, so it outlives the processes inside it.
+    let ns = Netns::new();
+    let ca = TestCa::new();
+    let pulp = Pulp::start(
+        &ca,
+        Storage::Filesystem,
+        Content {
+            deb: Some(&deb_repo),
+            rpm: Some(&rpm_repo),
+            netns: Some(&ns.name),
+        },
+    );
+    eprintln!(
+        "pulp (filesystem, in a namespace) start: {:?}",
+        pulp.timings
+    );
+    let s = Scratch::new();
+    let content = pulp.content_url();
+    let cfg = s.write_config(&apt::bridge_config(
+        content.strip_prefix("https://").unwrap(),
+        &s.path("pw"),
+        pulp.ca_file(),
+    ));
+    let bin = e2e::bin("ci-builder");
+    let net = |verb: &str| {
+        let out = ns.run(
+            bin.to_str().unwrap(),
+            &["--config", cfg.to_str().unwrap(), "net", verb],
+        );
+        assert!(
+            out.status.success(),
+            "net {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    net("up");
+    let proxy = Proxy::start_in(Some(&ns.name), &cfg, &[]);
+    assert_eq!(proxy.addr.to_string(), "192.168.33.3:80");
+
+    let root = rootfs.path().to_str().unwrap();
+    std::fs::write(
+        rootfs.path().join("etc/apt/sources.list"),
+        format!(
+            "deb [trusted=yes] http://192.168.33.3{} stable main\n",
+            apt::REPO_PREFIX
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    for args in [
+        vec![root, "apt-get", "update"],
+        vec![
+            root,
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "hello",
+            "jq",
+        ],
+        vec![root, "hello"],
+    ] {
+        let out = ns.run("chroot", &args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "chroot {args:?}:\n{text}\nproxy log:\n{}",
+            proxy.log_text()
+        );
+        if args[1] == "hello" {
+            assert!(text.contains("Hello, world"), "{text}");
+        }
+    }
+    eprintln!(
+        "apt through the bridge to Pulp: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let (_root, text) = rpm::dnf_install(Some(&ns.name), "http://192.168.33.3/pulp/content/rpm/");
+    leak::assert_clean("dnf's output", text.as_bytes());
+    eprintln!(
+        "dnf through the bridge to Pulp: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("peer=192.168.33.3:")
+            && log.contains("path=/pulp/content/debian/pool/main/hello_")
+            && log.contains("path=/pulp/content/rpm/Packages/p/pap-data-1.0-1.noarch.rpm"),
+        "{log}"
+    );
+    assert_pulp_saw_only_the_proxy(&pulp);
+    drop(proxy);
+    let stopped = pulp.stop_checked();
+    assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
+    net("down");
 }
