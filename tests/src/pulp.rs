@@ -7,6 +7,13 @@
 //! (`tests/pulp/content.py`), behind an RBAC content guard that only the
 //! test user may read through.
 //!
+//! Two storage modes ([`Storage`]): the filesystem, and S3 on a local
+//! `moto_server` with every content request redirected to it. With
+//! [`Content::netns`] the TCP side runs in a network namespace, for the
+//! bridge deployment. The content app logs the `Authorization` each request
+//! carried, so a test can show Pulp saw only the proxy's; a byte-counting
+//! relay in front of it measures what Pulp sends.
+//!
 //! Every process is started in a process group of its own and stopped by
 //! that id when the [`Pulp`] drops, also when the test fails; a piece that
 //! does not come up fails the test with its name and the tail of its log.
