@@ -37,6 +37,8 @@ fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
 struct Run {
     secs: f64,
     pulp_bytes: u64,
+    /// S3 mode: bytes the object storage sent.
+    storage_bytes: u64,
 }
 
 fn build_through(pulp: &Pulp, proxy: &Proxy, base: &str, tag: &str) -> (Image, Run) {
@@ -60,6 +62,7 @@ fn build_structured(pulp: &Pulp, proxy: &Proxy, base: &str, tag: &str) -> (Image
 
 fn build_from(pulp: &Pulp, proxy: &Proxy, dockerfile: &str, tag: &str) -> (Image, Run) {
     let before = pulp.bytes_sent();
+    let stored = pulp.storage_bytes_sent().unwrap_or(0);
     let started = Instant::now();
     let built = Image::try_build(tag, dockerfile, &[], &[]);
     let secs = started.elapsed().as_secs_f64();
@@ -72,6 +75,7 @@ fn build_from(pulp: &Pulp, proxy: &Proxy, dockerfile: &str, tag: &str) -> (Image
     let run = Run {
         secs,
         pulp_bytes: pulp.bytes_sent() - before,
+        storage_bytes: pulp.storage_bytes_sent().unwrap_or(0) - stored,
     };
     (image, run)
 }
@@ -81,6 +85,11 @@ fn start_proxy(pulp: &Pulp, scratch: &Scratch, cache: Option<&std::path::Path>) 
     if let Some(dir) = cache {
         cache_section(dir, "256 MiB")(&mut config);
     }
+    // S3 mode: the storage is on loopback, which the proxy reaches only
+    // when it is listed.
+    if pulp.storage_url().is_some() {
+        config.keys("upstream", "redirect_hosts = [\"127.0.0.1\"]");
+    }
     Proxy::start(&scratch.write_config(&config), &[])
 }
 
@@ -88,6 +97,8 @@ fn start_proxy(pulp: &Pulp, scratch: &Scratch, cache: Option<&std::path::Path>) 
 /// and none was refused: each was answered with content, or with 404 for
 /// the signatures apt looks for first and an unsigned repository lacks.
 fn assert_pulp_saw_only_the_proxy(pulp: &Pulp) {
+    // On S3 every content answer is a redirect to the storage.
+    let redirected = pulp.storage_url().is_some();
     let log = pulp.access_log();
     assert!(!log.is_empty(), "Pulp's content app logged no request");
     let expected = e2e::basic_header();
@@ -99,6 +110,7 @@ fn assert_pulp_saw_only_the_proxy(pulp: &Pulp) {
         );
         assert!(
             matches!(line.status, 200 | 206 | 304)
+                || (redirected && line.status == 302)
                 || (line.status == 404
                     && (line.request.contains("/InRelease ")
                         || line.request.contains("/Release.gpg "))),
@@ -113,34 +125,55 @@ fn assert_pulp_saw_only_the_proxy(pulp: &Pulp) {
 /// what it cost Pulp.
 fn dnf_through(pulp: &Pulp, proxy: &Proxy) -> Run {
     let before = pulp.bytes_sent();
+    let stored = pulp.storage_bytes_sent().unwrap_or(0);
     let started = Instant::now();
     let baseurl = format!("{}/pulp/content/rpm/", proxy.url());
     let (_root, text) = rpm::dnf_install(None, &baseurl);
     leak::assert_clean("dnf's output", text.as_bytes());
+    assert!(!text.contains("X-Amz-"), "dnf saw a presigned URL:\n{text}");
     Run {
         secs: started.elapsed().as_secs_f64(),
         pulp_bytes: pulp.bytes_sent() - before,
+        storage_bytes: pulp.storage_bytes_sent().unwrap_or(0) - stored,
     }
 }
 
 fn report(what: &str, run: &Run) {
     eprintln!(
-        "{what}: {:.1} s, {} bytes from Pulp",
-        run.secs, run.pulp_bytes
+        "{what}: {:.1} s, {} bytes from Pulp, {} from the storage",
+        run.secs, run.pulp_bytes, run.storage_bytes
     );
 }
 
-/// The second of two identical runs through a caching proxy costs Pulp at
-/// most 5% of the first one's bytes.
+/// The second of two identical runs through a caching proxy costs Pulp,
+/// and the storage behind it, at most 5% of the first one's bytes.
 fn assert_cached(what: &str, first: &Run, second: &Run, proxy: &Proxy) {
-    assert!(first.pulp_bytes > 100_000, "{what}: {first:?}");
+    let (a, b) = (
+        first.pulp_bytes + first.storage_bytes,
+        second.pulp_bytes + second.storage_bytes,
+    );
+    assert!(a > 100_000, "{what}: {first:?}");
     assert!(
-        second.pulp_bytes * 20 <= first.pulp_bytes,
-        "{what}: the second cached run cost Pulp {} bytes, the first {}:\n{}",
-        second.pulp_bytes,
-        first.pulp_bytes,
+        b * 20 <= a,
+        "{what}: the second cached run cost {second:?}, the first {first:?}:\n{}",
         proxy.log_text()
     );
+}
+
+/// No redirect reached a client: the proxy followed each one, and its log
+/// holds nothing of a presigned URL.
+fn assert_followed_everything(proxy: &Proxy) {
+    let log = proxy.log_text();
+    for line in log.lines().filter(|l| l.contains(" path=/pulp/content/")) {
+        for status in [301, 302, 303, 307, 308] {
+            assert!(
+                !line.contains(&format!(" status={status} ")),
+                "a redirect reached the client: {line}"
+            );
+        }
+    }
+    assert!(log.contains(" storage=127.0.0.1 "), "nothing followed:\n{log}");
+    assert!(!log.contains("X-Amz-"), "a presigned URL in the proxy's log");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,6 +350,8 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
     });
     eprintln!("pulp (S3) start: {:?}", pulp.timings);
     let storage = pulp.storage_url().unwrap();
+    ensure_daemon();
+    let base = tokio::task::spawn_blocking(apt::base_image).await.unwrap();
     for (path, file) in [
         (
             "debian/dists/stable/Release",
@@ -348,6 +383,54 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
             );
         }
     }
+
+    // Real clients through the proxy, which follows every redirect to the
+    // storage itself: cache off, then on.
+    let scratch = Scratch::new();
+    let pid = std::process::id();
+    let proxy = start_proxy(&pulp, &scratch, None);
+    let (built, off) = tokio::task::block_in_place(|| {
+        build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-s3-apt:{pid}"))
+    });
+    report("S3: apt, cache off", &off);
+    assert!(off.storage_bytes > 100_000, "{off:?}");
+    let (code, text) =
+        tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &built.tag));
+    assert_eq!(code, 0, "the audit failed the image built through S3:\n{text}");
+    let dnf_off = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
+    report("S3: dnf, cache off", &dnf_off);
+    assert_followed_everything(&proxy);
+    drop(proxy);
+    let cache = scratch.path("cache");
+    let proxy = start_proxy(&pulp, &scratch, Some(&cache));
+    let (_, first) = tokio::task::block_in_place(|| {
+        build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-s3-cached-1:{pid}"))
+    });
+    let (second_image, second) = tokio::task::block_in_place(|| {
+        build_through(&pulp, &proxy, base, &format!("pap-e2e-pulp-s3-cached-2:{pid}"))
+    });
+    report("S3: apt, cache on, first", &first);
+    report("S3: apt, cache on, second", &second);
+    assert_cached("S3 apt", &first, &second, &proxy);
+    let (code, text) =
+        tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &second_image.tag));
+    assert_eq!(code, 0, "{text}");
+    let first = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
+    let second = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
+    report("S3: dnf, cache on, first", &first);
+    report("S3: dnf, cache on, second", &second);
+    assert_cached("S3 dnf", &first, &second, &proxy);
+    assert_followed_everything(&proxy);
+    assert_pulp_saw_only_the_proxy(&pulp);
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        leak::assert_clean("a cache entry", &bytes);
+        assert!(
+            !bytes.windows(6).any(|w| w == b"X-Amz-"),
+            "a presigned URL in a cache entry"
+        );
+    }
+    drop(proxy);
     let stopped = tokio::task::block_in_place(|| pulp.stop_checked());
     assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
 }
