@@ -71,13 +71,24 @@ where
     let figment = overrides
         .into_iter()
         .fold(Figment::from(Serialized::defaults(table)), |f, o| {
-            let value: Value = o.value.parse().unwrap_or_else(|e| match e {});
+            let value = override_value(&o.value);
             f.merge(Serialized::default(&o.key, value))
         });
     figment.extract().map_err(|e| ConfigError::Schema {
         origin: file_origin,
         problems: schema_problems(e),
     })
+}
+
+/// An override's value as figment's `Env` reads it (`"true"` a bool, `"5"`
+/// a number, `[..]` an array, ...), except text with both a `\` and a
+/// non-ASCII character, which is taken as the literal string: figment
+/// 0.10's unescaping indexes bytes by character count and panics on it.
+fn override_value(text: &str) -> Value {
+    if text.contains('\\') && !text.is_ascii() {
+        return Value::from(text.to_string());
+    }
+    text.parse().unwrap_or_else(|e| match e {})
 }
 
 /// The overrides in `env`, as figment's `Env::prefixed(..).split("__")`

@@ -292,6 +292,30 @@ proptest! {
     }
 }
 
+/// Overrides that once panicked inside figment's unescaping, kept as
+/// fixed cases.
+#[test]
+fn an_override_with_a_backslash_and_non_ascii_text_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[proxy]\nlisten = \"127.0.0.1:80\"\n").unwrap();
+    for value in [
+        "['\u{1130f}\u{1f0ed}\\\u{11d3a}'''2:\u{10d8f}",
+        "[\"\u{e9}\\n\"]",
+    ] {
+        let env = [(
+            "PULP_AUTH_PROXY_PROXY__LISTEN".to_string(),
+            value.to_string(),
+        )];
+        exercise(&path, &env);
+        // Taken as the literal text, which is no listen address.
+        let err = Config::load(&path, env.iter().map(|(k, v)| (k, v)))
+            .and_then(|c| c.proxy().map(|_| ()))
+            .expect_err(value);
+        assert!(err.to_string().contains("proxy.listen"), "{err}");
+    }
+}
+
 /// The input that once panicked, kept as a fixed case.
 #[test]
 fn slash_only_prefix_is_an_error() {
