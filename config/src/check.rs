@@ -4,8 +4,8 @@
 use crate::error::{ConfigError, Problem};
 use crate::raw::{RawBuild, RawCache, RawConfig, RawNetwork, RawProxy, RawSize, RawUpstream};
 use crate::types::{
-    parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix, RedirectHost,
-    Scheme, UpstreamOrigin,
+    parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix, ProbePath,
+    RedirectHost, Scheme, UpstreamOrigin,
 };
 use crate::{Build, Cache, Config, LogFormat, Network, Proxy, Upstream};
 use ipnet::IpNet;
@@ -361,6 +361,13 @@ fn upstream(u: RawUpstream, f: &mut Findings) -> Option<Upstream> {
             ok.then_some(Some(hosts))
         }
     };
+    let readiness_path = f.take(
+        "upstream.readiness_path",
+        u.readiness_path
+            .as_deref()
+            .map(ProbePath::parse)
+            .transpose(),
+    );
     Some(Upstream {
         origin: origin?,
         username: username?,
@@ -371,6 +378,7 @@ fn upstream(u: RawUpstream, f: &mut Findings) -> Option<Upstream> {
         body_timeout: body_timeout?,
         max_redirects: max_redirects?,
         redirect_hosts: redirect_hosts?,
+        readiness_path: readiness_path?,
     })
 }
 

@@ -23,7 +23,7 @@ mod types;
 pub use error::{ConfigError, Problem};
 pub use types::{
     http_url, parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix,
-    RedirectHost, Scheme, UpstreamOrigin,
+    ProbePath, RedirectHost, Scheme, UpstreamOrigin,
 };
 
 use ipnet::IpNet;
@@ -176,6 +176,9 @@ pub struct Upstream {
     /// Hosts redirects may be followed to; `None`: any host whose
     /// addresses are all public.
     pub redirect_hosts: Option<Vec<RedirectHost>>,
+    /// What `/readyz` probes (with HEAD) instead of the status endpoint,
+    /// which needs no credentials and so cannot prove them.
+    pub readiness_path: Option<ProbePath>,
 }
 
 impl Upstream {
@@ -198,6 +201,7 @@ impl fmt::Debug for Upstream {
             .field("ca_file", &self.ca_file)
             .field("max_redirects", &self.max_redirects)
             .field("redirect_hosts", &self.redirect_hosts)
+            .field("readiness_path", &self.readiness_path)
             .finish_non_exhaustive()
     }
 }

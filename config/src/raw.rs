@@ -63,6 +63,7 @@ pub(crate) struct RawUpstream {
     pub body_timeout_secs: Option<u64>,
     pub max_redirects: Option<u32>,
     pub redirect_hosts: Option<Vec<String>>,
+    pub readiness_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -136,21 +136,8 @@ impl PathPrefix {
                  list the content prefixes, e.g. \"/pulp/content/\""
                 .to_string());
         }
-        let bad = |c: char| !(c.is_ascii_graphic()) || matches!(c, '%' | '\\' | '?' | '#');
-        if text.chars().any(bad) {
-            return Err(format!(
-                "`{text}` may hold only plain printable ASCII without `%`, `\\`, `?` or `#`"
-            ));
-        }
+        plain_path(text)?;
         let trimmed = text.trim_end_matches('/');
-        if trimmed[1..]
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..")
-        {
-            return Err(format!(
-                "`{text}` has an empty, `.` or `..` segment; write the plain path"
-            ));
-        }
         // Kept as written (repeated trailing slashes count as one): a
         // trailing slash is part of what the operator allowed.
         if text.ends_with('/') {
@@ -175,6 +162,54 @@ impl PathPrefix {
             None => false,
             Some(rest) => self.0.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
         }
+    }
+}
+
+/// The rule `proxy.allowed_paths` and `upstream.readiness_path` share, for
+/// a text that starts with `/`: plain printable ASCII without `%`, `\`,
+/// `?` or `#`, and no empty, `.` or `..` segment, so that it means one
+/// path and compares as bytes.
+fn plain_path(text: &str) -> Result<(), String> {
+    let bad = |c: char| !(c.is_ascii_graphic()) || matches!(c, '%' | '\\' | '?' | '#');
+    if text.chars().any(bad) {
+        return Err(format!(
+            "`{text}` may hold only plain printable ASCII without `%`, `\\`, `?` or `#`"
+        ));
+    }
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.len() > 1
+        && trimmed[1..]
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(format!(
+            "`{text}` has an empty, `.` or `..` segment; write the plain path"
+        ));
+    }
+    Ok(())
+}
+
+/// `upstream.readiness_path`: a path below the upstream's prefix that only
+/// the proxy's credentials may read (under a guarded distribution), so
+/// that `/readyz` proves them. Plain, as [`PathPrefix`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbePath(String);
+
+impl ProbePath {
+    /// Checks `upstream.readiness_path`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if !text.starts_with('/') || text.trim_end_matches('/').is_empty() {
+            return Err(format!(
+                "`{text}` must be a path under a guarded distribution, e.g. \"/pulp/content/<base_path>/\""
+            ));
+        }
+        plain_path(text)?;
+        Ok(Self(text.to_string()))
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -155,8 +155,12 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// No response head in time.
     ResponseTimeout,
-    /// The upstream answered 401 or 403: the credentials were refused.
+    /// The upstream answered 401, or a 403 that says authentication was
+    /// missing or failed: the credentials were refused.
     CredentialsRefused(http::StatusCode),
+    /// The upstream answered any other 403: it knows the proxy's user and
+    /// does not let it read this path.
+    Forbidden,
     /// The response is framed in a way the proxy cannot forward faithfully.
     Framing(Framing),
     /// Any other failure, with its cause chain.
@@ -239,6 +243,7 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout => "connect-timeout",
             UpstreamError::ResponseTimeout => "response-timeout",
             UpstreamError::CredentialsRefused(_) => "credentials-refused",
+            UpstreamError::Forbidden => "forbidden",
             UpstreamError::Framing(_) => "framing",
             UpstreamError::Other(_) => "other",
             UpstreamError::Storage { cause, .. } => match cause.kind() {
@@ -277,6 +282,9 @@ impl fmt::Display for UpstreamError {
             UpstreamError::CredentialsRefused(s) => write!(
                 f,
                 "the upstream refused the proxy's credentials ({s}); check upstream.username and the password source"
+            ),
+            UpstreamError::Forbidden => f.write_str(
+                "the upstream accepted the proxy's credentials but forbids this path to its user (403); in Pulp, give upstream.username the download role on the distribution's content guard"
             ),
             UpstreamError::Framing(why) => write!(f, "upstream response refused: {why}"),
             UpstreamError::Other(e) => write!(f, "upstream request failed: {e}"),

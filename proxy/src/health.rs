@@ -3,8 +3,9 @@
 //! (`policy::shape`: origin-form, `Host`, no body, `GET`/`HEAD`) and before
 //! the path rules, so `proxy.allowed_paths` neither allows nor forbids them:
 //! - `GET /healthz`: 200 while the proxy serves;
-//! - `GET /readyz`: 200 when an authenticated probe of the upstream's
-//!   status endpoint succeeded within `proxy.readiness_cache_secs`, else
+//! - `GET /readyz`: 200 when an authenticated probe of the upstream
+//!   (`rewrite::readiness_probe`) succeeded within
+//!   `proxy.readiness_cache_secs`, else
 //!   503 with one word from [`NotReady::reason`]; the cause goes to the log
 //!   only, as for any other upstream failure;
 //! - `GET /metrics`: Prometheus text (unless `proxy.metrics_listen` moves it).
@@ -53,8 +54,8 @@ pub enum NotReady {
     /// The probe failed on its way (including refused credentials).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The status endpoint answered, but not 200.
-    #[error("upstream status endpoint answered {0}")]
+    /// The probed path answered, but not as a ready upstream does.
+    #[error("the upstream answered the readiness probe with {0}; check upstream.readiness_path")]
     Status(StatusCode),
 }
 
@@ -65,6 +66,7 @@ impl NotReady {
         match self {
             NotReady::Upstream(e) => match e {
                 UpstreamError::CredentialsRefused(_) => "credentials-refused",
+                UpstreamError::Forbidden => "forbidden",
                 UpstreamError::Certificate(_) => "bad-certificate",
                 UpstreamError::Tls(_) => "tls",
                 UpstreamError::Refused(_) | UpstreamError::Dns(_) => "unreachable",
@@ -128,11 +130,19 @@ impl Readiness {
 
 async fn probe(upstream: &Upstream, auth: &BasicAuth) -> Result<(), NotReady> {
     let resp = upstream
-        .send(rewrite::status_probe(upstream, auth)?)
+        .send(rewrite::readiness_probe(upstream, auth)?)
         .await?;
-    match resp.status() {
-        StatusCode::OK => Ok(()),
-        other => Err(NotReady::Status(other)),
+    let status = resp.status();
+    // A guarded path may answer with a redirect (Pulp on object storage
+    // redirects every content request, after checking the credentials).
+    let ready = match upstream.readiness_path {
+        Some(_) => status.is_success() || status.is_redirection(),
+        None => status == StatusCode::OK,
+    };
+    if ready {
+        Ok(())
+    } else {
+        Err(NotReady::Status(status))
     }
 }
 

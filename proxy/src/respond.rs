@@ -85,6 +85,13 @@ pub fn answer(err: &ProxyError) -> Answer {
                 "the upstream refused the proxy's credentials",
                 false,
             ),
+            // The upstream's own verdict on the path, as a path rule's is:
+            // the client asked for something it may not have.
+            UpstreamError::Forbidden => Answer::new(
+                S::FORBIDDEN,
+                "the upstream does not let the proxy's user read this path",
+                false,
+            ),
             UpstreamError::Framing(_) => Answer::new(
                 S::BAD_GATEWAY,
                 "the upstream's response could not be forwarded faithfully",

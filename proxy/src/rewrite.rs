@@ -79,13 +79,18 @@ pub fn to_upstream(
     )
 }
 
-/// The readiness probe: an authenticated `GET` of the upstream's status
-/// endpoint, which proves the upstream accepts the credentials.
-pub fn status_probe(
+/// The readiness probe, with the proxy's credentials: `HEAD` of
+/// `upstream.readiness_path` when set, else `GET` of the upstream's status
+/// endpoint. Pulp's status endpoint answers 200 without credentials, so
+/// only a guarded path proves the content app accepts them.
+pub fn readiness_probe(
     upstream: &Upstream,
     auth: &BasicAuth,
 ) -> Result<Request<Empty<Bytes>>, UpstreamError> {
-    authorized(Method::GET, STATUS_PATH, HeaderMap::new(), upstream, auth)
+    match &upstream.readiness_path {
+        Some(path) => authorized(Method::HEAD, path, HeaderMap::new(), upstream, auth),
+        None => authorized(Method::GET, STATUS_PATH, HeaderMap::new(), upstream, auth),
+    }
 }
 
 /// Where the upstream's status endpoint is, below its prefix.

@@ -43,6 +43,8 @@ pub struct Upstream {
     origin: UpstreamOrigin,
     base: String,
     host: HeaderValue,
+    /// `upstream.readiness_path`.
+    pub readiness_path: Option<String>,
     /// Time to the upstream's response head.
     pub response_timeout: Duration,
     /// Longest gap between two body chunks.
@@ -79,6 +81,10 @@ impl Upstream {
             base: format!("{}{}", origin.origin(), origin.prefix()),
             origin,
             host,
+            readiness_path: config
+                .readiness_path
+                .as_ref()
+                .map(|p| p.as_str().to_string()),
             response_timeout: config.response_timeout,
             body_timeout: config.body_timeout,
         })
@@ -168,10 +174,10 @@ impl Upstream {
     }
 
     /// Sends one request and waits for the response head, within
-    /// `response_timeout`. A 401 or 403 means the upstream refused the
-    /// proxy's credentials, for forwarded requests and the readiness probe
-    /// alike; its `WWW-Authenticate` and body stay here, so a client is
-    /// never invited to supply credentials of its own.
+    /// `response_timeout`. A 401 or 403 becomes an error ([`refusal`]),
+    /// for forwarded requests and the readiness probe alike; its
+    /// `WWW-Authenticate` and body stay here, so a client is never invited
+    /// to supply credentials of its own.
     pub async fn send(
         &self,
         req: http::Request<Empty<Bytes>>,
@@ -179,17 +185,47 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout),
             Ok(Err(e)) => Err(classify(&e)),
-            Ok(Ok(resp))
-                if matches!(
-                    resp.status(),
-                    http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
-                ) =>
-            {
-                Err(UpstreamError::CredentialsRefused(resp.status()))
-            }
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => match refusal(&resp) {
+                Some(e) => Err(e),
+                None => Ok(resp),
+            },
         }
     }
+}
+
+/// What a 401 or 403 from the upstream means. A 401, or a 403 with a
+/// challenge or a reason about authentication, refuses the credentials:
+/// Pulp answers no or wrong credentials with `403 Authentication
+/// credentials were not provided.`, never 401. Any other 403 refuses the
+/// path to a user the upstream knows (Pulp: `You do not have permission
+/// to perform this action.` when the user lacks the content guard's
+/// role), so it is not reported as a credential problem.
+fn refusal<B>(resp: &http::Response<B>) -> Option<UpstreamError> {
+    use http::StatusCode as S;
+    match resp.status() {
+        S::UNAUTHORIZED => Some(UpstreamError::CredentialsRefused(S::UNAUTHORIZED)),
+        S::FORBIDDEN if about_authentication(resp) => {
+            Some(UpstreamError::CredentialsRefused(S::FORBIDDEN))
+        }
+        S::FORBIDDEN => Some(UpstreamError::Forbidden),
+        _ => None,
+    }
+}
+
+fn about_authentication<B>(resp: &http::Response<B>) -> bool {
+    if resp.headers().contains_key(http::header::WWW_AUTHENTICATE) {
+        return true;
+    }
+    // hyper keeps the status line's reason only when it is not the
+    // canonical "Forbidden".
+    resp.extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .is_some_and(|r| {
+            let reason = r.as_bytes().to_ascii_lowercase();
+            [&b"credentials"[..], b"authenticat", b"password"]
+                .iter()
+                .any(|word| reason.windows(word.len()).any(|w| w == *word))
+        })
 }
 
 /// A CA bundle of every public root is about 200 KiB.

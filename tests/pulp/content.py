@@ -1,7 +1,8 @@
 # Gives a fresh Pulp its content the way a production Pulp gets it, through
 # its REST API: a remote on the fixture's local HTTP server, a repository
 # synced with policy immediate, publications, distributions behind one RBAC
-# content guard, and the test user with the downloader role on that guard.
+# content guard, and the test user with the downloader role on that guard;
+# one more distribution behind a guard the user has no role on.
 #
 # Run by tests/src/pulp.rs with the venv's python. Everything comes on stdin
 # as one JSON object, so no password is on a command line or in an
@@ -126,6 +127,22 @@ if spec.get("deb_remote"):
         )
         wait_task(task["task"], f"deb {kind} distribution")
         out[f"deb_{kind}"] = path
+        if kind == "verbatim":
+            # The same content behind a guard the test user has no role on:
+            # Pulp's 403 for a path, as opposed to one for credentials.
+            others = call("POST", "contentguards/core/rbac/", {"name": "others"})
+            task = call(
+                "POST",
+                "distributions/deb/apt/",
+                {
+                    "name": "debian-others",
+                    "base_path": "debian-others",
+                    "publication": publication,
+                    "content_guard": others["pulp_href"],
+                },
+            )
+            wait_task(task["task"], "deb distribution of others")
+            out["deb_others"] = "debian-others"
 
 if spec.get("rpm_remote"):
     remote = call(

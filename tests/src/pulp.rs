@@ -139,6 +139,8 @@ pub struct Pulp {
     /// The distributions' base paths by name (`deb_verbatim`,
     /// `deb_structured`, `rpm`), from `content.py`.
     pub distributions: serde_json::Value,
+    /// The API's `admin`, made for this run.
+    admin_password: String,
     // Last: removed once every process is gone.
     dir: tempfile::TempDir,
 }
@@ -452,7 +454,69 @@ fn api_get(socket: &Path, path: &str) -> Option<serde_json::Value> {
     (status == "200").then(|| serde_json::from_str(body).ok())?
 }
 
+/// One request to the API as `admin`, over its unix socket: the status
+/// and the JSON body (`Null` when there is none).
+fn api_call(
+    socket: &Path,
+    admin_password: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{admin_password}"));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = UnixStream::connect(socket).expect("Pulp's API socket");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\n\
+         Accept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("Pulp's API answer");
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 impl Pulp {
+    /// Sets the password of Pulp user `username` through the API, as an
+    /// operator rotating it would.
+    pub fn set_password(&self, username: &str, password: &str) {
+        let (status, users) = api_call(
+            &self.api_socket,
+            &self.admin_password,
+            "GET",
+            &format!("/pulp/api/v3/users/?username={username}"),
+            None,
+        );
+        assert_eq!(status, 200, "listing Pulp's users: {users}");
+        let href = users["results"][0]["pulp_href"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no Pulp user {username}: {users}"))
+            .to_string();
+        let (status, _) = api_call(
+            &self.api_socket,
+            &self.admin_password,
+            "PATCH",
+            &href,
+            Some(&serde_json::json!({ "password": password })),
+        );
+        // The answer may echo nothing secret, but is not shown either way.
+        assert_eq!(status, 200, "changing the password of Pulp user {username}");
+    }
+
     /// Brings up a Pulp with `content` synced into it, on `storage`, its
     /// content app's certificate from `ca`. Blocking: call it from
     /// `spawn_blocking` or `block_in_place`.
@@ -495,6 +559,7 @@ impl Pulp {
             ca_file: d.join("ca.pem"),
             timings,
             distributions: serde_json::Value::Null,
+            admin_password: String::new(),
             dir,
         };
         ca.write_pem(&pulp.ca_file);
@@ -745,6 +810,7 @@ impl Pulp {
             "pulpcore-manager shell (the admin user) failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        pulp.admin_password = admin_password.clone();
 
         // The three services. The API listens on a unix socket only; the
         // content app logs every request with the Authorization it saw.

@@ -85,6 +85,27 @@ pub enum Content {
     Delay(Duration),
     /// A file on disk, streamed.
     File(std::path::PathBuf),
+    /// What Pulp answers for a path whose content guard does not let the
+    /// (authenticated) user download: 403 with the reason in the status
+    /// line and the body.
+    Forbidden,
+}
+
+/// Pulp's reasons, in the status line of its 403s (aiohttp's
+/// `HTTPForbidden(reason=...)`), from Django REST framework's messages.
+pub const PULP_NOT_AUTHENTICATED: &str = "Authentication credentials were not provided.";
+/// See [`PULP_NOT_AUTHENTICATED`].
+pub const PULP_NO_PERMISSION: &str = "You do not have permission to perform this action.";
+
+fn pulp_forbidden(reason: &'static str) -> Response<Body> {
+    let mut resp = Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(format!("403: {reason}")))
+        .unwrap();
+    resp.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(reason.as_bytes()));
+    resp
 }
 
 /// The byte at offset `i` of a pattern body.
@@ -141,6 +162,8 @@ struct Shared {
     handshakes_failed: AtomicUsize,
     open_connections: AtomicUsize,
     refuse_credentials: AtomicBool,
+    /// Refusals look like Pulp's (403, no challenge) instead of 401.
+    refuse_like_pulp: AtomicBool,
     expected_auth: Mutex<String>,
     /// Added before every response head (see [`Upstream::set_link`]).
     latency: Mutex<Duration>,
@@ -331,6 +354,12 @@ impl Upstream {
         self.shared.refuse_credentials.store(on, Ordering::SeqCst);
     }
 
+    /// Refuse credentials as Pulp does, from now on: 403 with
+    /// [`PULP_NOT_AUTHENTICATED`] and no `WWW-Authenticate`, instead of 401.
+    pub fn refuse_like_pulp(&self) {
+        self.shared.refuse_like_pulp.store(true, Ordering::SeqCst);
+    }
+
     /// Accept only this password from now on (rotation).
     pub fn expect_password(&self, password: &str) {
         use base64::Engine as _;
@@ -368,6 +397,9 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes())
             == Some(s.expected_auth.lock().unwrap().as_bytes());
+    if !auth_ok && s.refuse_like_pulp.load(Ordering::SeqCst) {
+        return pulp_forbidden(PULP_NOT_AUTHENTICATED);
+    }
     if !auth_ok {
         return Response::builder()
             .status(StatusCode::UNAUTHORIZED)
@@ -397,6 +429,9 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             .body(full("not found\n"))
             .unwrap();
     };
+    if matches!(content, Content::Forbidden) {
+        return pulp_forbidden(PULP_NO_PERMISSION);
+    }
     let etag = format!("\"v{version}\"");
     let modified = last_modified(version);
     if req
@@ -544,6 +579,7 @@ async fn serve(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .body(if head { full("") } else { full(data) })
                 .unwrap()
         }
+        Content::Forbidden => unreachable!("answered before the validators"),
     }
 }
 

@@ -42,6 +42,55 @@ async fn refused_credentials_become_502_without_a_challenge() {
     s.assert_no_leaks();
 }
 
+/// Pulp answers refused credentials and a path its user may not read both
+/// with 403; the reason in the status line tells them apart, and so must
+/// the client's answer, the log and the metrics.
+#[tokio::test]
+async fn a_403_for_refused_credentials_is_told_from_a_403_for_the_path() {
+    let s = Setup::start().await;
+    s.upstream.refuse_like_pulp();
+    s.upstream
+        .put("/pulp/content/ours/a", Content::Bytes("a".into()));
+    s.upstream.put("/pulp/content/theirs/b", Content::Forbidden);
+
+    let got = get(s.proxy.addr, "/pulp/content/theirs/b").await;
+    assert_eq!(got.status, 403);
+    assert!(
+        String::from_utf8_lossy(&got.body).contains("does not let the proxy's user read this path"),
+        "{got:?}"
+    );
+    log_has(&s, &["kind=forbidden", "status=403", "download role"]);
+    s.saw(&got);
+    // The proxy's answer, not Pulp's text: nothing from the upstream's
+    // refusal reaches the client.
+    assert!(!String::from_utf8_lossy(&got.body).contains("permission"));
+    assert_eq!(get(s.proxy.addr, "/pulp/content/ours/a").await.status, 200);
+
+    s.upstream.refuse_credentials(true);
+    let got = get(s.proxy.addr, "/pulp/content/ours/a").await;
+    assert_eq!(got.status, 502);
+    assert!(!got.headers.contains_key("www-authenticate"));
+    assert!(String::from_utf8_lossy(&got.body).contains("refused the proxy's credentials"));
+    log_has(
+        &s,
+        &["kind=credentials-refused", "403", "check upstream.username"],
+    );
+    s.saw(&got);
+    let metrics = get(s.proxy.addr, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for kind in ["forbidden", "credentials-refused"] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!("pulp_auth_proxy_upstream_errors_total{{kind=\"{kind}\"}}")
+            ),
+            1.0,
+            "{text}"
+        );
+    }
+    s.assert_no_leaks();
+}
+
 #[tokio::test]
 async fn connection_refused_is_502_fast() {
     // A port that was just free: nothing listens there.

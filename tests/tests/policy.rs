@@ -397,6 +397,64 @@ async fn readyz_tells_clients_a_reason_word_and_the_log_the_cause() {
     s.assert_no_leaks();
 }
 
+/// With `upstream.readiness_path`, `/readyz` probes that guarded path
+/// with HEAD and the proxy's credentials (Pulp's status endpoint needs
+/// none, so it cannot prove them), and tells refused credentials from a
+/// path the user may not read.
+#[tokio::test]
+async fn readyz_probes_the_readiness_path_and_tells_refusal_from_forbidden() {
+    let s = Setup::start_with(Default::default(), "", |c| {
+        c.keys("proxy", "readiness_cache_secs = 0");
+        c.keys("upstream", "readiness_path = \"/pulp/content/guarded/\"");
+    })
+    .await;
+    s.upstream.refuse_like_pulp();
+    s.upstream
+        .put("/pulp/content/guarded/", Content::Bytes("index".into()));
+    let up = get(s.proxy.addr, "/readyz").await;
+    assert_eq!(up.status, 200, "{up:?}");
+    let probes: Vec<_> = s
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == "/pulp/content/guarded/")
+        .collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(probes[0].method, "HEAD");
+    assert!(
+        !s.upstream
+            .requests()
+            .iter()
+            .any(|r| r.target.contains("/status/")),
+        "the status endpoint was probed as well"
+    );
+
+    s.upstream.refuse_credentials(true);
+    let down = get(s.proxy.addr, "/readyz").await;
+    assert_eq!(down.status, 503);
+    assert_eq!(down.body, "not ready: credentials-refused\n");
+    s.saw(&down);
+    s.upstream.refuse_credentials(false);
+
+    s.upstream.put("/pulp/content/guarded/", Content::Forbidden);
+    let down = get(s.proxy.addr, "/readyz").await;
+    assert_eq!(down.status, 503);
+    assert_eq!(down.body, "not ready: forbidden\n");
+    s.saw(&down);
+    let log = s.proxy.wait_for_log("reason=forbidden").await;
+    assert!(log.contains("download role"), "{log}");
+
+    s.upstream.remove("/pulp/content/guarded/");
+    let down = get(s.proxy.addr, "/readyz").await;
+    assert_eq!(down.body, "not ready: status\n");
+    s.proxy
+        .wait_for_log(
+            "answered the readiness probe with 404 Not Found; check upstream.readiness_path",
+        )
+        .await;
+    s.assert_no_leaks();
+}
+
 /// Characters that end, forge or hide a log line in some viewer, as raw
 /// UTF-8 in a request target.
 const LOG_BREAKERS: [char; 5] = ['\u{85}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{9b}'];

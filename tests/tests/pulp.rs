@@ -85,10 +85,20 @@ fn start_proxy(pulp: &Pulp, scratch: &Scratch, cache: Option<&std::path::Path>) 
     if let Some(dir) = cache {
         cache_section(dir, "256 MiB")(&mut config);
     }
+    // Readiness through the guarded distribution: its root listing on the
+    // filesystem; a file on S3, which Pulp answers with a redirect once it
+    // has checked the credentials.
+    config.keys("proxy", "readiness_cache_secs = 0");
     // S3 mode: the storage is on loopback, which the proxy reaches only
     // when it is listed.
     if pulp.storage_url().is_some() {
-        config.keys("upstream", "redirect_hosts = [\"127.0.0.1\"]");
+        config.keys(
+            "upstream",
+            "redirect_hosts = [\"127.0.0.1\"]\n\
+             readiness_path = \"/pulp/content/debian/dists/stable/Release\"",
+        );
+    } else {
+        config.keys("upstream", "readiness_path = \"/pulp/content/debian/\"");
     }
     Proxy::start(&scratch.write_config(&config), &[])
 }
@@ -285,6 +295,7 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
             &std::fs::read(entry.unwrap().path()).unwrap(),
         );
     }
+    refusals_and_readiness(&pulp, &proxy).await;
     drop(proxy);
 
     eprintln!("pulp peak memory: {} MiB", pulp.peak_rss_kib() / 1024);
@@ -292,6 +303,43 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
     let stopped = tokio::task::block_in_place(|| pulp.stop_checked());
     assert!(stopped.is_ok(), "{}", stopped.unwrap_err());
     eprintln!("pulp stop: {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// What Pulp's two 403s become, and `/readyz` against a real Pulp: ready
+/// through the guarded distribution; a distribution whose guard gives the
+/// user no role is `forbidden` (403 to the client), never a credential
+/// problem; a changed password turns `/readyz` to `credentials-refused`
+/// and requests to 502, until the proxy has the new one.
+async fn refusals_and_readiness(pulp: &Pulp, proxy: &Proxy) {
+    use e2e::client::get;
+    let ready = get(proxy.addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready:?}\n{}", proxy.log_text());
+
+    assert_eq!(pulp.distributions["deb_others"], "debian-others");
+    let theirs = get(
+        proxy.addr,
+        "/pulp/content/debian-others/dists/stable/Release",
+    )
+    .await;
+    assert_eq!(theirs.status, 403, "{theirs:?}");
+    let log = proxy.wait_for_log("kind=forbidden").await;
+    assert!(log.contains("download role"), "{log}");
+    assert!(!log.contains("kind=credentials-refused"), "{log}");
+    assert_eq!(get(proxy.addr, "/readyz").await.status, 200);
+
+    let changed = format!("{}-rotated", e2e::PASSWORD);
+    tokio::task::block_in_place(|| pulp.set_password(e2e::USERNAME, &changed));
+    let down = get(proxy.addr, "/readyz").await;
+    assert_eq!(down.status, 503);
+    assert_eq!(down.body, "not ready: credentials-refused\n");
+    // A path the cache does not hold, so Pulp is asked; its guard answers
+    // before it looks the path up.
+    let refused = get(proxy.addr, "/pulp/content/debian/never-fetched").await;
+    assert_eq!(refused.status, 502, "{refused:?}");
+    proxy.wait_for_log("kind=credentials-refused").await;
+    tokio::task::block_in_place(|| pulp.set_password(e2e::USERNAME, e2e::PASSWORD));
+    assert_eq!(get(proxy.addr, "/readyz").await.status, 200);
+    leak::assert_clean("the proxy's log", proxy.log_text().as_bytes());
 }
 
 /// `curl` with the test credentials from a config file (never on its
@@ -446,6 +494,9 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
     assert_cached("S3 dnf", &first, &second, &proxy);
     assert_followed_everything(&proxy);
     assert_pulp_saw_only_the_proxy(&pulp, ours);
+    // Ready: Pulp checked the credentials, then redirected the probe.
+    let ready = e2e::client::get(proxy.addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready:?}\n{}", proxy.log_text());
     for entry in std::fs::read_dir(&cache).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         leak::assert_clean("a cache entry", &bytes);

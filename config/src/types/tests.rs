@@ -36,6 +36,32 @@ fn client_net_canonicalises_mapped_ipv6() {
 }
 
 #[test]
+fn readiness_path_is_one_plain_path() {
+    for good in [
+        "/pulp/content/debian/",
+        "/pulp/content/rpm/repodata/repomd.xml",
+    ] {
+        assert_eq!(ProbePath::parse(good).unwrap().as_str(), good);
+    }
+    for bad in [
+        "",
+        "/",
+        "//",
+        "pulp/content/",
+        "/a/../b/",
+        "/a//b/",
+        "/a/%2e/",
+        "/a\\b/",
+        "/a b/",
+        "/a/?x",
+        "/a#b",
+    ] {
+        let err = ProbePath::parse(bad).expect_err(bad);
+        assert!(err.contains('`') || err.contains("path"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn path_prefix_is_plain_and_segment_bounded() {
     let p = PathPrefix::parse("/pulp/content").unwrap();
     assert_eq!(p.as_str(), "/pulp/content");

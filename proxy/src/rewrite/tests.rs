@@ -16,6 +16,7 @@ fn upstream() -> Upstream {
         body_timeout: std::time::Duration::from_secs(1),
         max_redirects: 3,
         redirect_hosts: None,
+        readiness_path: None,
     };
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
