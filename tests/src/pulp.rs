@@ -129,6 +129,9 @@ pub struct Pulp {
     /// S3 mode: the meter every S3 request goes through, Pulp's uploads
     /// and the clients' presigned downloads alike.
     storage_meter: Option<Meter>,
+    /// S3 mode: the endpoint Pulp is told (the storage meter, or in a
+    /// namespace moto_server itself on the namespace's loopback).
+    s3_endpoint: Option<String>,
     content_addr: Option<SocketAddr>,
     /// In a namespace: the content app there.
     netns_content: Option<SocketAddr>,
@@ -521,10 +524,6 @@ impl Pulp {
     /// content app's certificate from `ca`. Blocking: call it from
     /// `spawn_blocking` or `block_in_place`.
     pub fn start(ca: &TestCa, storage: Storage, content: Content<'_>) -> Pulp {
-        assert!(
-            content.netns.is_none() || storage == Storage::Filesystem,
-            "the S3 mode runs outside a namespace only"
-        );
         let started = Instant::now();
         let mut timings = Timings::default();
 
@@ -553,6 +552,7 @@ impl Pulp {
             services: Vec::new(),
             meter: None,
             storage_meter: None,
+            s3_endpoint: None,
             content_addr: None,
             netns_content: None,
             api_socket: d.join("api.sock"),
@@ -630,14 +630,20 @@ impl Pulp {
         // the host of every presigned URL, is the storage meter's.
         let content_port = free_port();
         let moto_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // In a namespace the meter (on the host's loopback) is out of
+        // reach: there the endpoint is moto_server itself.
         if storage == Storage::S3 {
-            pulp.storage_meter = Some(Meter::start(moto_addr));
+            pulp.s3_endpoint = Some(match content.netns {
+                None => {
+                    let meter = Meter::start(moto_addr);
+                    let endpoint = format!("https://{}", meter.addr);
+                    pulp.storage_meter = Some(meter);
+                    endpoint
+                }
+                Some(_) => format!("https://{moto_addr}"),
+            });
         }
-        let s3_endpoint = pulp
-            .storage_meter
-            .as_ref()
-            .map(|m| format!("https://{}", m.addr))
-            .unwrap_or_default();
+        let s3_endpoint = pulp.s3_endpoint.clone().unwrap_or_default();
         let settings = fs::read_to_string(pulp_dir().join("settings.py.in"))
             .unwrap()
             .replace("@SECRET_KEY@", &random_hex(32))
@@ -697,7 +703,7 @@ impl Pulp {
 
         if storage == Storage::S3 {
             let t = Instant::now();
-            let mut moto = pulp_cmd("moto_server");
+            let mut moto = in_netns("moto_server");
             moto.args(["-H", "127.0.0.1", "-p", &moto_addr.port().to_string()])
                 .arg("-c")
                 .arg(d.join("content.pem"))
@@ -714,12 +720,25 @@ impl Pulp {
                 Duration::from_secs(30),
                 "moto_server listening",
                 || pulp.assert_running(),
-                || TcpStream::connect(moto_addr).ok(),
+                || {
+                    match content.netns {
+                    None => TcpStream::connect(moto_addr).ok().map(drop),
+                    Some(ns) => Command::new("ip")
+                        .args(["netns", "exec", ns, "/usr/bin/python3", "-c"])
+                        .arg("import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)")
+                        .arg(moto_addr.port().to_string())
+                        .stderr(Stdio::null())
+                        .status()
+                        .ok()
+                        .filter(|s| s.success())
+                        .map(drop),
+                }
+                },
             );
             // The bucket Pulp writes to, made over the same endpoint and
             // trust Pulp uses. moto's keys are fixed fakes.
             run(
-                pulp_cmd("python").args([
+                in_netns("python").args([
                     "-c",
                     "import sys, boto3\n\
                      boto3.client('s3', endpoint_url=sys.argv[1], verify=sys.argv[2],\n\
@@ -962,9 +981,10 @@ impl Pulp {
         Some(self.storage_meter.as_ref()?.down.load(Ordering::SeqCst))
     }
 
-    /// S3 mode: `https://127.0.0.1:PORT`, the host of every presigned URL.
+    /// S3 mode: `https://127.0.0.1:PORT`, the host of every presigned URL
+    /// (in a namespace, on its loopback).
     pub fn storage_url(&self) -> Option<String> {
-        Some(format!("https://{}", self.storage_meter.as_ref()?.addr))
+        self.s3_endpoint.clone()
     }
 
     /// Bytes the content app has sent so far through [`Pulp::content_url`].

@@ -516,6 +516,18 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
 /// installing through the bridge address.
 #[test]
 fn apt_and_dnf_install_from_a_real_pulp_through_the_bridge() {
+    through_the_bridge(Storage::Filesystem);
+}
+
+/// The same on S3: moto_server on the namespace's loopback, every content
+/// request a redirect the proxy follows there (listed in
+/// `upstream.redirect_hosts`), none reaching apt or dnf.
+#[test]
+fn apt_and_dnf_install_from_a_real_pulp_on_s3_through_the_bridge() {
+    through_the_bridge(Storage::S3);
+}
+
+fn through_the_bridge(storage: Storage) {
     let deb_repo = apt::repo();
     let rpm_repo = rpm::repo();
     let rootfs = apt::rootfs_copy();
@@ -524,7 +536,7 @@ fn apt_and_dnf_install_from_a_real_pulp_through_the_bridge() {
     let ca = TestCa::new();
     let pulp = Pulp::start(
         &ca,
-        Storage::Filesystem,
+        storage,
         Content {
             deb: Some(&deb_repo),
             rpm: Some(&rpm_repo),
@@ -532,16 +544,21 @@ fn apt_and_dnf_install_from_a_real_pulp_through_the_bridge() {
         },
     );
     eprintln!(
-        "pulp (filesystem, in a namespace) start: {:?}",
+        "pulp ({storage:?}, in a namespace) start: {:?}",
         pulp.timings
     );
+    let s3 = pulp.storage_url().is_some();
     let s = Scratch::new();
     let content = pulp.content_url();
     let cfg = s.write_config(&apt::bridge_config(
         content.strip_prefix("https://").unwrap(),
         &s.path("pw"),
         pulp.ca_file(),
-        "",
+        if s3 {
+            "redirect_hosts = [\"127.0.0.1\"]\n"
+        } else {
+            ""
+        },
     ));
     let bin = e2e::bin("ci-builder");
     let net = |verb: &str| {
@@ -598,14 +615,14 @@ fn apt_and_dnf_install_from_a_real_pulp_through_the_bridge() {
         }
     }
     eprintln!(
-        "apt through the bridge to Pulp: {:.1} s",
+        "apt through the bridge to Pulp ({storage:?}): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
     let (_root, text) = rpm::dnf_install(Some(&ns.name), "http://192.168.33.3/pulp/content/rpm/");
     leak::assert_clean("dnf's output", text.as_bytes());
     eprintln!(
-        "dnf through the bridge to Pulp: {:.1} s",
+        "dnf through the bridge to Pulp ({storage:?}): {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let log = proxy.log_text();
@@ -615,6 +632,9 @@ fn apt_and_dnf_install_from_a_real_pulp_through_the_bridge() {
             && log.contains("path=/pulp/content/rpm/Packages/p/pap-data-1.0-1.noarch.rpm"),
         "{log}"
     );
+    if s3 {
+        assert_followed_everything(&proxy);
+    }
     assert_pulp_saw_only_the_proxy(&pulp, 0);
     drop(proxy);
     let stopped = pulp.stop_checked();
