@@ -5,12 +5,14 @@
 //! tests' CA, and one `pulpcore-worker`. Content is synced into it from a
 //! local HTTP server the way a production Pulp gets it
 //! (`tests/pulp/content.py`), behind an RBAC content guard that only the
-//! test user may read through.
+//! test user may read through (and one distribution behind a guard it may
+//! not).
 //!
 //! Two storage modes ([`Storage`]): the filesystem, and S3 on a local
 //! `moto_server` with every content request redirected to it. With
-//! [`Content::netns`] the TCP side runs in a network namespace, for the
-//! bridge deployment. The content app logs the `Authorization` each request
+//! [`Content::netns`] the TCP side (the content app, the worker, the file
+//! servers, moto_server) runs in a network namespace, for the bridge
+//! deployment. The content app logs the `Authorization` each request
 //! carried, so a test can show Pulp saw only the proxy's; a byte-counting
 //! relay in front of it measures what Pulp sends.
 //!
