@@ -27,14 +27,47 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+use crate::run;
+
+/// In the chroot `rootfs`, inside namespace `ns`: `apt-get update`,
+/// install `hello` and `jq` from the proxy on the bridge address, and run
+/// `hello`. Fails the test with the output and `proxy_log()`; every
+/// output is scanned for the credentials.
+pub fn install_in_chroot(ns: &crate::netns::Netns, rootfs: &Path, proxy_log: impl Fn() -> String) {
+    std::fs::write(
+        rootfs.join("etc/apt/sources.list"),
+        format!("deb [trusted=yes] http://192.168.33.3{REPO_PREFIX} stable main\n"),
+    )
+    .unwrap();
+    let root = rootfs.to_str().unwrap();
+    for args in [
+        vec![root, "apt-get", "update"],
+        vec![
+            root,
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "hello",
+            "jq",
+        ],
+        vec![root, "hello"],
+    ] {
+        let out = ns.run("chroot", &args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "chroot {args:?}:\n{text}\nproxy log:\n{}",
+            proxy_log()
+        );
+        if args[1] == "hello" {
+            assert!(text.contains("Hello, world"), "{text}");
+        }
+    }
 }
 
 /// The repository root (serve it at `/pulp/content/debian/`), built once.

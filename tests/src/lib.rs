@@ -70,6 +70,20 @@ pub fn output(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// Runs `cmd` through [`output`], failing the test with `what`, the exit
+/// status and the output when it does not succeed; returns its stdout.
+pub fn run(cmd: &mut std::process::Command, what: &str) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Where cargo put the workspace's binaries, next to this test executable.
 pub fn bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

@@ -182,20 +182,7 @@ fn poll<T>(
     }
 }
 
-/// Runs `cmd` to completion (its output scanned for the credentials),
-/// failing the test with `what` and the output when it does not succeed;
-/// returns its stdout.
-fn run(cmd: &mut Command, what: &str) -> String {
-    let out = crate::output(cmd);
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::run;
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];

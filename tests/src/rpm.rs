@@ -18,16 +18,7 @@ const BLOB: usize = 512 * 1024;
 
 static LOCK: Mutex<()> = Mutex::new(());
 
-fn run(cmd: &mut Command, what: &str) {
-    let out = crate::output(cmd);
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::run;
 
 /// A spec file. No automatic dependencies: the script's `#!/bin/sh` would
 /// make rpm require a shell the empty install root does not have.

@@ -132,41 +132,7 @@ fn through_the_bridge(storage: bool) {
     let proxy = Proxy::start_in(Some(&ns.name), &cfg, &[]);
     assert_eq!(proxy.addr.to_string(), "192.168.33.3:80");
 
-    let root = rootfs.path().to_str().unwrap();
-    std::fs::write(
-        rootfs.path().join("etc/apt/sources.list"),
-        format!("deb [trusted=yes] http://192.168.33.3{REPO_PREFIX} stable main\n"),
-    )
-    .unwrap();
-    for args in [
-        vec![root, "apt-get", "update"],
-        vec![
-            root,
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "hello",
-            "jq",
-        ],
-        vec![root, "hello"],
-    ] {
-        let out = ns.run("chroot", &args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "chroot {args:?}:\n{text}\nproxy log:\n{}",
-            proxy.log_text()
-        );
-        leak::assert_clean("apt's output", text.as_bytes());
-        if args[1] == "hello" {
-            assert!(text.contains("Hello, world"), "{text}");
-        }
-    }
+    apt::install_in_chroot(&ns, rootfs.path(), || proxy.log_text());
     let log = proxy.log_text();
     assert!(
         log.contains("peer=192.168.33.3:")

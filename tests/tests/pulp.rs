@@ -576,44 +576,8 @@ fn through_the_bridge(storage: Storage) {
     let proxy = Proxy::start_in(Some(&ns.name), &cfg, &[]);
     assert_eq!(proxy.addr.to_string(), "192.168.33.3:80");
 
-    let root = rootfs.path().to_str().unwrap();
-    std::fs::write(
-        rootfs.path().join("etc/apt/sources.list"),
-        format!(
-            "deb [trusted=yes] http://192.168.33.3{} stable main\n",
-            apt::REPO_PREFIX
-        ),
-    )
-    .unwrap();
     let started = Instant::now();
-    for args in [
-        vec![root, "apt-get", "update"],
-        vec![
-            root,
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "hello",
-            "jq",
-        ],
-        vec![root, "hello"],
-    ] {
-        let out = ns.run("chroot", &args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "chroot {args:?}:\n{text}\nproxy log:\n{}",
-            proxy.log_text()
-        );
-        if args[1] == "hello" {
-            assert!(text.contains("Hello, world"), "{text}");
-        }
-    }
+    apt::install_in_chroot(&ns, rootfs.path(), || proxy.log_text());
     eprintln!(
         "apt through the bridge to Pulp ({storage:?}): {:.1} s",
         started.elapsed().as_secs_f64()
