@@ -84,6 +84,23 @@ pub fn run(cmd: &mut std::process::Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ci-builder --config CFG audit IMAGE`: its exit code and output, which
+/// is scanned for the credentials.
+pub fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
+    let out = output(
+        std::process::Command::new(bin("ci-builder"))
+            .arg("--config")
+            .arg(cfg)
+            .args(["audit", image]),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// Where cargo put the workspace's binaries, next to this test executable.
 pub fn bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

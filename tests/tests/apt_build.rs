@@ -13,22 +13,6 @@ use std::process::Command;
 
 use apt::{dockerfile, REPO_PREFIX};
 
-fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
-    let out = e2e::output(
-        Command::new(e2e::bin("ci-builder"))
-            .arg("--config")
-            .arg(cfg)
-            .args(["audit", image]),
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    leak::assert_clean("the audit's output", text.as_bytes());
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
     ensure_daemon();
@@ -54,7 +38,7 @@ async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
 
     // The image holds no credential; a control image that does is caught.
     let cfg = s.scratch.path("config.toml");
-    let (code, text) = audit(&cfg, &built.tag);
+    let (code, text) = e2e::audit(&cfg, &built.tag);
     assert_eq!(code, 0, "{text}");
     let control = Image::build(
         &format!("pap-e2e-control:{pid}"),
@@ -64,7 +48,7 @@ async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
         ).as_bytes())],
         &[],
     );
-    let (code, text) = audit(&cfg, &control.tag);
+    let (code, text) = e2e::audit(&cfg, &control.tag);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("URL userinfo") && text.contains("/etc/apt/sources.list"),
@@ -320,7 +304,7 @@ async fn apt_builds_through_object_storage_redirects_with_the_cache_off_and_on()
         }
         let cfg = s.scratch.path("config.toml");
         for image in &images {
-            let (code, text) = audit(&cfg, &image.tag);
+            let (code, text) = e2e::audit(&cfg, &image.tag);
             assert_eq!(code, 0, "{text}");
         }
         s.assert_no_leaks();

@@ -16,21 +16,6 @@ use e2e::{apt, cache_section, leak, rpm};
 use std::process::Command;
 use std::time::Instant;
 
-fn audit(cfg: &std::path::Path, image: &str) -> (i32, String) {
-    let out = e2e::output(
-        Command::new(e2e::bin("ci-builder"))
-            .arg("--config")
-            .arg(cfg)
-            .args(["audit", image]),
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// One `docker build` through the proxy: its wall time and what it cost
 /// Pulp, in bytes on the wire.
 #[derive(Debug)]
@@ -233,7 +218,7 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
     );
     let t = Instant::now();
     let (code, text) =
-        tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &built.tag));
+        tokio::task::block_in_place(|| e2e::audit(&scratch.path("config.toml"), &built.tag));
     assert_eq!(
         code, 0,
         "the audit failed the image built through Pulp:\n{text}"
@@ -454,7 +439,7 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
     report("S3: apt, cache off", &off);
     assert!(off.storage_bytes > 100_000, "{off:?}");
     let (code, text) =
-        tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &built.tag));
+        tokio::task::block_in_place(|| e2e::audit(&scratch.path("config.toml"), &built.tag));
     assert_eq!(
         code, 0,
         "the audit failed the image built through S3:\n{text}"
@@ -485,7 +470,7 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
     report("S3: apt, cache on, second", &second);
     assert_cached("S3 apt", &first, &second, &proxy);
     let (code, text) =
-        tokio::task::block_in_place(|| audit(&scratch.path("config.toml"), &second_image.tag));
+        tokio::task::block_in_place(|| e2e::audit(&scratch.path("config.toml"), &second_image.tag));
     assert_eq!(code, 0, "{text}");
     let first = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
     let second = tokio::task::block_in_place(|| dnf_through(&pulp, &proxy));
