@@ -87,10 +87,11 @@ pub fn readiness_probe(
     upstream: &Upstream,
     auth: &BasicAuth,
 ) -> Result<Request<Empty<Bytes>>, UpstreamError> {
-    match &upstream.readiness_path {
-        Some(path) => authorized(Method::HEAD, path, HeaderMap::new(), upstream, auth),
-        None => authorized(Method::GET, STATUS_PATH, HeaderMap::new(), upstream, auth),
-    }
+    let (method, path) = match &upstream.readiness_path {
+        Some(path) => (Method::HEAD, path.as_str()),
+        None => (Method::GET, STATUS_PATH),
+    };
+    authorized(method, path, HeaderMap::new(), upstream, auth)
 }
 
 /// Where the upstream's status endpoint is, below its prefix.

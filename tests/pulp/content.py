@@ -78,6 +78,22 @@ def created(task):
     return task["created_resources"]
 
 
+def distribute(kind, base_path, publication, guard, what):
+    """Serves `publication` at `base_path` behind `guard`; returns the path."""
+    task = call(
+        "POST",
+        f"distributions/{kind}/",
+        {
+            "name": base_path,
+            "base_path": base_path,
+            "publication": publication,
+            "content_guard": guard["pulp_href"],
+        },
+    )
+    wait_task(task["task"], what)
+    return base_path
+
+
 user = spec["user"]
 call("POST", "users/", {"username": user["username"], "password": user["password"]})
 guard = call("POST", "contentguards/core/rbac/", {"name": "ci-downloaders"})
@@ -115,34 +131,16 @@ if spec.get("deb_remote"):
             "POST", f"publications/deb/{endpoint}/", {"repository_version": version, **body}
         )
         publication = created(wait_task(task["task"], f"deb {kind} publication"))[0]
-        task = call(
-            "POST",
-            "distributions/deb/apt/",
-            {
-                "name": path,
-                "base_path": path,
-                "publication": publication,
-                "content_guard": guard["pulp_href"],
-            },
+        out[f"deb_{kind}"] = distribute(
+            "deb/apt", path, publication, guard, f"deb {kind} distribution"
         )
-        wait_task(task["task"], f"deb {kind} distribution")
-        out[f"deb_{kind}"] = path
         if kind == "verbatim":
             # The same content behind a guard the test user has no role on:
             # Pulp's 403 for a path, as opposed to one for credentials.
             others = call("POST", "contentguards/core/rbac/", {"name": "others"})
-            task = call(
-                "POST",
-                "distributions/deb/apt/",
-                {
-                    "name": "debian-others",
-                    "base_path": "debian-others",
-                    "publication": publication,
-                    "content_guard": others["pulp_href"],
-                },
+            out["deb_others"] = distribute(
+                "deb/apt", "debian-others", publication, others, "deb distribution of others"
             )
-            wait_task(task["task"], "deb distribution of others")
-            out["deb_others"] = "debian-others"
 
 if spec.get("rpm_remote"):
     remote = call(
@@ -156,17 +154,6 @@ if spec.get("rpm_remote"):
     version = call("GET", repo["pulp_href"])["latest_version_href"]
     task = call("POST", "publications/rpm/rpm/", {"repository_version": version})
     publication = created(wait_task(task["task"], "rpm publication"))[0]
-    task = call(
-        "POST",
-        "distributions/rpm/rpm/",
-        {
-            "name": "rpm",
-            "base_path": "rpm",
-            "publication": publication,
-            "content_guard": guard["pulp_href"],
-        },
-    )
-    wait_task(task["task"], "rpm distribution")
-    out["rpm"] = "rpm"
+    out["rpm"] = distribute("rpm/rpm", "rpm", publication, guard, "rpm distribution")
 
 json.dump(out, sys.stdout)
