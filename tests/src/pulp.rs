@@ -748,10 +748,14 @@ impl Pulp {
         let t = Instant::now();
         fs::create_dir_all(CACHE).unwrap();
         let key = dump_key(storage, &pg_major);
-        let cached_dump = Path::new(CACHE).join(format!("pulp-db-{key}.dump"));
-        let cached_key = Path::new(CACHE).join(format!("pulp-db-{key}.fernet"));
+        // The dump and its key live in one directory that appears by one
+        // rename, so a dump is only ever seen with its own key, and
+        // complete; tests of one process may migrate at once on the cold
+        // path, and the first rename wins.
+        let cached = Path::new(CACHE).join(format!("pulp-db-{key}"));
+        let (cached_dump, cached_key) = (cached.join("db.dump"), cached.join("db.fernet"));
         let db_key = d.join("db.key");
-        if cached_dump.exists() && cached_key.exists() {
+        if cached.is_dir() {
             fs::copy(&cached_key, &db_key).unwrap();
             run(
                 pg_tool("pg_restore")
@@ -774,21 +778,20 @@ impl Pulp {
                 "pulpcore-manager migrate failed; {}",
                 tail(&log)
             );
-            // Written under temporary names and renamed, the dump last: a
-            // dump is only ever seen with its key, and complete.
-            let tmp = format!("{}", std::process::id());
-            let tmp_dump = cached_dump.with_extension(format!("dump.{tmp}"));
-            let tmp_key = cached_key.with_extension(format!("fernet.{tmp}"));
+            let tmp = Path::new(CACHE).join(format!("pulp-db-{key}.{}", random_hex(8)));
+            fs::create_dir(&tmp).unwrap();
             run(
                 pg_tool("pg_dump")
                     .args(["-Fc", "-f"])
-                    .arg(&tmp_dump)
+                    .arg(tmp.join("db.dump"))
                     .arg("pulp"),
                 "pg_dump of the migrated Pulp database",
             );
-            fs::copy(&db_key, &tmp_key).unwrap();
-            fs::rename(&tmp_key, &cached_key).unwrap();
-            fs::rename(&tmp_dump, &cached_dump).unwrap();
+            fs::copy(&db_key, tmp.join("db.fernet")).unwrap();
+            if fs::rename(&tmp, &cached).is_err() {
+                // Another test's copy landed first; it is as good.
+                fs::remove_dir_all(&tmp).unwrap();
+            }
             pulp.timings.migrated = true;
         }
         pulp.timings.database = t.elapsed();
