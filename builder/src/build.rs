@@ -1,7 +1,8 @@
 //! `ci-builder build`: a thin driver. It checks that the way to the
-//! packages is in place (preflight), runs Kayobe pointed at the proxy with
-//! the password kept out of its arguments and environment, streams its
-//! output, forwards SIGINT/SIGTERM, and reports the images it made.
+//! packages is in place (preflight), runs Kayobe or kolla-build pointed at
+//! the proxy with the password kept out of its arguments and environment,
+//! streams its output, forwards SIGINT/SIGTERM, and reports the images it
+//! made.
 
 use crate::audit::patterns::Matcher;
 use crate::error::{BuilderError, Preflight};
@@ -9,7 +10,7 @@ use crate::net::netlink::Netlink;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use nix::sys::signal::Signal;
-use pulp_auth_config::{Config, Distro};
+use pulp_auth_config::{Config, Distro, Tool};
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
@@ -26,35 +27,27 @@ pub use pulp_auth_config::http_url as proxy_url;
 /// How long the proxy's status URL may take to answer.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Which Kayobe image set to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Target {
-    /// `kayobe seed container image build`.
-    Seed,
-    /// `kayobe overcloud container image build`.
-    Overcloud,
-}
-
 /// What the command line asked for.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// seed or overcloud.
-    pub target: Target,
+    /// The words after `build`: `seed|overcloud` then the regexes for
+    /// Kayobe, only regexes for kolla-build.
+    pub words: Vec<String>,
     /// Push the images after building.
     pub push: bool,
     /// Base distribution; Kayobe's configuration decides when absent.
     pub distro: Option<Distro>,
     /// Image tag; Kayobe's configuration decides when absent.
     pub tag: Option<String>,
-    /// Image name patterns passed through to Kayobe.
-    pub regexes: Vec<String>,
 }
 
 /// The exact command to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Plan {
-    /// The program (`[build] kayobe`).
+    /// The program (`[build] kayobe` or `[build] kolla_build`).
     pub program: String,
+    /// Its configuration key, for messages.
+    pub program_key: &'static str,
     /// Arguments after the program: the Kayobe subcommand, the `-e`
     /// overrides pointing it at the proxy, then the regexes.
     pub args: Vec<String>,
@@ -62,8 +55,13 @@ pub struct Plan {
     pub env: Vec<(OsString, OsString)>,
     /// Names of caller variables left out of it.
     pub removed: Vec<String>,
-    /// `--tag`, passed as `kolla_tag`; `None` leaves it to Kayobe.
+    /// `--tag`, passed as `kolla_tag`; `None` leaves it to Kayobe. Always
+    /// set for kolla-build, which ci-builder configures.
     pub tag: Option<String>,
+    /// kolla-build: the private directory holding the kolla-build.conf
+    /// and template override written for this build (removed when the
+    /// plan is dropped), and what was written.
+    pub kolla: Option<(tempfile::TempDir, crate::kolla::Files)>,
 }
 
 /// Builds the plan. `environ` is the caller's environment; `matcher`, when
@@ -79,12 +77,35 @@ pub fn plan(
     if let Some(tag) = &req.tag {
         check_tag(tag)?;
     }
-    let mut args = vec![
-        match req.target {
-            Target::Seed => "seed",
-            Target::Overcloud => "overcloud",
+    let (env, removed) = scrubbed(config, environ, matcher);
+    match config.build.tool {
+        Tool::Kayobe => kayobe_plan(config, req, listen, env, removed),
+        Tool::KollaBuild => kolla_plan(config, req, listen, env, removed),
+    }
+}
+
+/// `kayobe seed|overcloud container image build` with the extra vars that
+/// point it at the proxy.
+fn kayobe_plan(
+    config: &Config,
+    req: &Request,
+    listen: SocketAddr,
+    env: Vec<(OsString, OsString)>,
+    removed: Vec<String>,
+) -> Result<Plan, BuilderError> {
+    let target = match req.words.first().map(String::as_str) {
+        Some("seed") => "seed",
+        Some("overcloud") => "overcloud",
+        other => {
+            return Err(BuilderError::Usage(format!(
+                "build with build.tool = \"kayobe\" starts with seed or overcloud, not {}; \
+                 e.g. `ci-builder build seed`",
+                other.map_or("nothing".to_string(), |w| format!("`{w}`"))
+            )))
         }
-        .to_string(),
+    };
+    let mut args = vec![
+        target.to_string(),
         "container".into(),
         "image".into(),
         "build".into(),
@@ -108,8 +129,122 @@ pub fn plan(
         args.push("-e".into());
         args.push(extra);
     }
-    args.extend(req.regexes.iter().cloned());
+    args.extend(req.words[1..].iter().cloned());
+    Ok(Plan {
+        program: config.build.kayobe.clone(),
+        program_key: "kayobe",
+        args,
+        env,
+        removed,
+        tag: req.tag.clone(),
+        kolla: None,
+    })
+}
 
+/// `kolla-build --config-file <ours>`, with our kolla-build.conf and
+/// template override written to a private directory.
+fn kolla_plan(
+    config: &Config,
+    req: &Request,
+    listen: SocketAddr,
+    env: Vec<(OsString, OsString)>,
+    removed: Vec<String>,
+) -> Result<Plan, BuilderError> {
+    use crate::kolla;
+    if let Some(word @ ("seed" | "overcloud")) = req.words.first().map(String::as_str) {
+        return Err(BuilderError::Usage(format!(
+            "`{word}` is a Kayobe target; with build.tool = \"kolla-build\" give only image \
+             regexes (e.g. `ci-builder build ^base$ ^cron$`), or set build.tool = \"kayobe\""
+        )));
+    }
+    let (defaults, operator_text) = match &config.build.kolla_config {
+        Some(path) => {
+            let (d, text) = kolla::operator_conf(path)?;
+            (d, Some(text))
+        }
+        None => (kolla::OperatorDefaults::default(), None),
+    };
+    if let Some(path) = &config.build.template_override {
+        kolla::check_operator_template(path)?;
+    }
+    let base = req
+        .distro
+        .or(config.build.distro)
+        .map(|d| d.as_str().to_string())
+        .or(defaults.base)
+        .unwrap_or_else(|| Distro::Rocky.as_str().to_string());
+    let tag = match req.tag.clone().or(defaults.tag) {
+        Some(tag) => {
+            check_tag(&tag)?;
+            tag
+        }
+        None => format!("{base}-{}", timestamp(SystemTime::now())),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("ci-builder-kolla-")
+        .tempdir()
+        .map_err(|source| BuilderError::Io {
+            action: "create a private directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let template_path = dir.path().join("ci-builder-override.j2");
+    let conf_path = dir.path().join("kolla-build.conf");
+    let files = kolla::Files {
+        conf: kolla::conf(
+            &kolla::Settings {
+                base: &base,
+                tag: &tag,
+                template: &template_path,
+                operator_template: config.build.template_override.as_deref(),
+            },
+            operator_text.as_deref(),
+        ),
+        template: kolla::template_override(&proxy_url(listen), &config.build.mirrors),
+    };
+    for (path, text) in [(&conf_path, &files.conf), (&template_path, &files.template)] {
+        std::fs::write(path, text).map_err(|source| BuilderError::Io {
+            action: "write",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let mut args = vec![
+        "--config-file".to_string(),
+        conf_path.to_string_lossy().into_owned(),
+    ];
+    if req.push {
+        args.push("--push".into());
+    }
+    args.extend(req.words.iter().cloned());
+    Ok(Plan {
+        program: config.build.kolla_build.clone(),
+        program_key: "kolla_build",
+        args,
+        env,
+        removed,
+        tag: Some(tag),
+        kolla: Some((dir, files)),
+    })
+}
+
+/// `20261204T064000`, UTC: the time part of a generated tag.
+fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect()
+}
+
+/// The caller's environment without any variable that holds the password
+/// (by name or by value), with the config's Kayobe settings in place of
+/// the caller's; and the names left out.
+fn scrubbed(
+    config: &Config,
+    environ: Vec<(OsString, OsString)>,
+    matcher: Option<&Matcher>,
+) -> (Vec<(OsString, OsString)>, Vec<String>) {
     // The config's Kayobe settings replace the caller's.
     let overridden = |k: &OsString| {
         (k == "KAYOBE_CONFIG_PATH" && config.build.kayobe_config_path.is_some())
@@ -133,13 +268,7 @@ pub fn plan(
         env.push(("KAYOBE_ENVIRONMENT".into(), e.into()));
     }
     removed.sort();
-    Ok(Plan {
-        program: config.build.kayobe.clone(),
-        args,
-        env,
-        removed,
-        tag: req.tag.clone(),
-    })
+    (env, removed)
 }
 
 /// A Docker tag: letters, digits, `_`, `.`, `-`, at most 128, not starting
@@ -233,7 +362,10 @@ pub async fn preflight(config: &Config, plan: &Plan) -> Result<(), BuilderError>
         other => other,
     })?;
     docker.ping().await.map_err(Preflight::DockerDown)?;
-    find_program(&plan.program)?;
+    find_program(&plan.program).ok_or_else(|| Preflight::ProgramMissing {
+        key: plan.program_key,
+        program: plan.program.clone(),
+    })?;
     Ok(())
 }
 
@@ -303,8 +435,8 @@ async fn proxy_answers(listen: SocketAddr) -> Result<(), Preflight> {
     }
 }
 
-/// Resolves `program` like the shell does, or says it is missing.
-pub fn find_program(program: &str) -> Result<PathBuf, Preflight> {
+/// Resolves `program` like the shell does.
+pub fn find_program(program: &str) -> Option<PathBuf> {
     let executable = |p: &Path| {
         p.metadata()
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -320,9 +452,7 @@ pub fn find_program(program: &str) -> Result<PathBuf, Preflight> {
                 .find(|p| executable(p))
         })
     };
-    found.ok_or_else(|| Preflight::KayobeMissing {
-        program: program.to_string(),
-    })
+    found
 }
 
 /// How the build tool ended.

@@ -25,36 +25,41 @@ pub enum Command {
     /// The trusted bridge of [network] (breth1 with its address and ports).
     #[command(subcommand)]
     Net(Net),
-    /// Build Kolla images with Kayobe through pulp-auth-proxy: check the
-    /// proxy, Docker and Kayobe, run `kayobe <seed|overcloud> container image
-    /// build` pointed at the proxy, and report the images. Exit status: 0
-    /// built (and clean with --audit), 1 --audit found the credentials, 2
-    /// error, 3 a check failed before the build, 4 Kayobe failed.
+    /// Build Kolla images through pulp-auth-proxy: check the proxy, Docker
+    /// and the build tool, run `kayobe <seed|overcloud> container image
+    /// build` pointed at the proxy ([build] tool = "kayobe", the default) or
+    /// kolla-build with a configuration and template override ci-builder
+    /// writes ([build] tool = "kolla-build"), and report the images. Exit
+    /// status: 0 built (and clean with --audit), 1 --audit found the
+    /// credentials, 2 error, 3 a check failed before the build, 4 the build
+    /// tool failed.
     Build {
-        /// seed or overcloud.
-        #[arg(value_enum)]
-        target: crate::build::Target,
         /// Push the images after building.
         #[arg(long)]
         push: bool,
-        /// Base distribution (rocky or ubuntu), passed as kolla_base_distro;
-        /// without it Kayobe's configuration decides.
+        /// Base distribution (rocky, ubuntu or debian): kolla_base_distro
+        /// for Kayobe, whose configuration decides without it; kolla-build's
+        /// `base`, defaulting to [build] distro, then build.kolla_config's
+        /// `base`, then rocky.
         #[arg(long, value_name = "D", value_parser = pulp_auth_config::Distro::parse)]
         distro: Option<pulp_auth_config::Distro>,
-        /// Image tag, passed as kolla_tag; without it Kayobe's configuration
-        /// decides, and the builder reads the tag from the kolla-build.conf
-        /// Kayobe wrote.
+        /// Image tag: kolla_tag for Kayobe, whose configuration decides
+        /// without it (the builder then reads the tag from the
+        /// kolla-build.conf Kayobe wrote); kolla-build's `tag`, defaulting to
+        /// build.kolla_config's `tag`, then <base>-<UTC time>.
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,
         /// Audit the built images for the credentials afterwards.
         #[arg(long)]
         audit: bool,
-        /// Print the command and the variables it would remove; run nothing.
+        /// Print the command, the variables it would remove and (kolla-build)
+        /// the files it would give it; run nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Image name patterns, passed to Kayobe.
-        #[arg(value_name = "REGEX")]
-        regexes: Vec<String>,
+        /// Kayobe: seed or overcloud, then image name patterns; kolla-build:
+        /// image name patterns only.
+        #[arg(value_name = "[seed|overcloud] REGEX")]
+        words: Vec<String>,
     },
     /// Use the new images: set the built tag in the Kayobe configuration's
     /// kolla-image-tags.yml (kolla_image_tags.<KEY>.<distribution>),

@@ -159,6 +159,29 @@ pub enum BuilderError {
         /// The system's answer.
         source: io::Error,
     },
+    /// `[build] kolla_config` holds a line that would break the build.
+    #[error("build.kolla_config {}, line {line}: {message}", path.display())]
+    KollaConfig {
+        /// The operator's kolla-build.conf.
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// `[build] template_override` redefines a block of ci-builder's.
+    #[error("build.template_override {}, line {line}: block `{block}` is ci-builder's (it points repositories at the proxy); Kolla renders both overrides as one template, so use another block, e.g. one named <image>_footer", path.display())]
+    TemplateBlock {
+        /// The operator's override.
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// The block's name.
+        block: String,
+    },
+    /// A build word that does not fit the configured tool.
+    #[error("{0}")]
+    Usage(String),
     /// A value could not be turned into JSON.
     #[error("cannot write {what} as JSON: {source}")]
     Json {
@@ -236,10 +259,13 @@ pub enum Preflight {
     /// The Docker daemon did not answer (the build reports images from it).
     #[error("the Docker daemon does not answer ({0}); start it, or set DOCKER_HOST")]
     DockerDown(#[source] bollard::errors::Error),
-    /// `[build] kayobe` is not an executable file, nor found on PATH.
-    #[error("build.kayobe `{program}` is not an executable program here; install Kayobe or set build.kayobe to its path")]
-    KayobeMissing {
-        /// `[build] kayobe` as configured.
+    /// `[build] kayobe` or `[build] kolla_build` is not an executable
+    /// file, nor found on PATH.
+    #[error("build.{key} `{program}` is not an executable program here; install it or set build.{key} to its path")]
+    ProgramMissing {
+        /// `kayobe` or `kolla_build`.
+        key: &'static str,
+        /// The program as configured.
         program: String,
     },
 }
@@ -319,11 +345,12 @@ mod tests {
                 "preflight: the Docker daemon does not answer (Docker responded with status code 500: down); start it, or set DOCKER_HOST",
             ),
             (
-                Preflight::KayobeMissing {
+                Preflight::ProgramMissing {
+                    key: "kayobe",
                     program: "/nonexistent/kayobe".into(),
                 }
                 .into(),
-                "preflight: build.kayobe `/nonexistent/kayobe` is not an executable program here; install Kayobe or set build.kayobe to its path",
+                "preflight: build.kayobe `/nonexistent/kayobe` is not an executable program here; install it or set build.kayobe to its path",
             ),
         ];
         for (error, text) in cases {

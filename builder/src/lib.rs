@@ -8,5 +8,6 @@ pub mod build;
 pub mod cli;
 pub mod error;
 pub mod kayobe;
+pub mod kolla;
 pub mod net;
 pub mod tags;

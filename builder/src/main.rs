@@ -41,20 +41,18 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
     match cli.command {
         Command::Audit { json, tag, images } => audit_command(&config, json, tag, images).await,
         Command::Build {
-            target,
             push,
             distro,
             tag,
             audit,
             dry_run,
-            regexes,
+            words,
         } => {
             let req = build::Request {
-                target,
+                words,
                 push,
                 distro,
                 tag,
-                regexes,
             };
             build_command(&config, &req, audit, dry_run).await
         }
@@ -166,6 +164,15 @@ async fn build_command(
         } else {
             println!("removes from the environment: {}", plan.removed.join(" "));
         }
+        if let Some((dir, files)) = &plan.kolla {
+            for (name, text) in [
+                ("kolla-build.conf", &files.conf),
+                ("ci-builder-override.j2", &files.template),
+            ] {
+                println!("--- {}", dir.path().join(name).display());
+                print!("{text}");
+            }
+        }
         return Ok(0);
     }
     build::preflight(config, &plan).await?;
@@ -188,7 +195,7 @@ async fn build_command(
         build::Made::CreatedSince(since, why) => {
             let images = audit::images_created_since(&docker, since).await?;
             eprintln!(
-                "ci-builder: the tag Kayobe used is unknown ({why}); {} images created since the build started:",
+                "ci-builder: the tag the build used is unknown ({why}); {} images created since the build started:",
                 images.len()
             );
             images

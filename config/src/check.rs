@@ -7,7 +7,7 @@ use crate::types::{
     parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix, ProbePath,
     RedirectHost, Scheme, UpstreamOrigin,
 };
-use crate::{Build, Cache, Config, LogFormat, Network, Proxy, Upstream};
+use crate::{Build, Cache, Config, LogFormat, Mirror, Network, Proxy, Tool, Upstream};
 use ipnet::IpNet;
 use std::path::{Component, Path};
 use std::time::Duration;
@@ -387,21 +387,73 @@ fn build(b: RawBuild, f: &mut Findings) -> Option<Build> {
         "build.distro",
         b.distro.as_deref().map(Distro::parse).transpose(),
     );
-    let kayobe = match b.kayobe {
+    let tool = f.take(
+        "build.tool",
+        match b.tool.as_deref() {
+            None | Some("kayobe") => Ok(Tool::Kayobe),
+            Some("kolla-build") => Ok(Tool::KollaBuild),
+            Some(other) => Err(format!("`{other}` is not one of kayobe, kolla-build")),
+        },
+    );
+    let mut program = |key: &str, value: Option<String>, default: &str| match value {
         Some(k) if k.is_empty() => {
-            f.problem(
-                "build.kayobe",
-                "is empty; name the kayobe program or its path",
-            );
+            f.problem(key, "is empty; name the program or its path");
             None
         }
-        other => Some(other.unwrap_or_else(|| Build::DEFAULT_KAYOBE.to_string())),
+        other => Some(other.unwrap_or_else(|| default.to_string())),
     };
+    let kayobe = program("build.kayobe", b.kayobe, Build::DEFAULT_KAYOBE);
+    let kolla_build = program(
+        "build.kolla_build",
+        b.kolla_build,
+        Build::DEFAULT_KOLLA_BUILD,
+    );
+    let mirrors = f.take_all(
+        "build.mirrors",
+        b.mirrors
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(u, p)| mirror(&u, &p)),
+    );
     Some(Build {
+        tool: tool?,
         kayobe: kayobe?,
+        kolla_build: kolla_build?,
+        kolla_config: b.kolla_config,
+        template_override: b.template_override,
+        mirrors: mirrors?,
         kayobe_config_path: b.kayobe_config_path,
         environment: b.environment,
         distro: distro?,
+    })
+}
+
+/// One `[build.mirrors]` entry. The URL goes into sed expressions and
+/// repository files inside the build, so it is held to the characters URLs
+/// use.
+fn mirror(upstream: &str, path: &str) -> Result<Mirror, String> {
+    let url = upstream.trim_end_matches('/');
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    let host = url.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+    let chars_ok = url
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~:/$@".contains(&b));
+    if !scheme_ok || host.is_empty() || host.starts_with('/') || !chars_ok {
+        return Err(format!(
+            "`{upstream}` is not an http(s) URL of letters, digits and -._~:/$@, \
+             as repository files write it, e.g. \"http://deb.debian.org/debian\""
+        ));
+    }
+    let path = PathPrefix::parse(path).map_err(|m| format!("`{upstream}`: {m}"))?;
+    if !path.as_str().ends_with('/') {
+        return Err(format!(
+            "`{upstream}`: the proxy path `{}` must end with `/`, like the repository tree it serves",
+            path.as_str()
+        ));
+    }
+    Ok(Mirror {
+        upstream: url.to_string(),
+        path,
     })
 }
 

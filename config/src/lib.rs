@@ -209,8 +209,22 @@ impl fmt::Debug for Upstream {
 /// `[build]`.
 #[derive(Debug, Clone)]
 pub struct Build {
+    /// What `ci-builder build` drives.
+    pub tool: Tool,
     /// The Kayobe program to run.
     pub kayobe: String,
+    /// The kolla-build program to run (plain Kolla mode).
+    pub kolla_build: String,
+    /// The operator's own kolla-build.conf, merged into the one ci-builder
+    /// writes (plain Kolla mode).
+    pub kolla_config: Option<PathBuf>,
+    /// The operator's own template override, rendered after ci-builder's
+    /// (plain Kolla mode).
+    pub template_override: Option<PathBuf>,
+    /// Upstream repository URLs and the proxy paths that serve them: the
+    /// plain Kolla mode's template override points repository files at
+    /// these.
+    pub mirrors: Vec<Mirror>,
     /// Exported as `KAYOBE_CONFIG_PATH` for Kayobe.
     pub kayobe_config_path: Option<PathBuf>,
     /// Exported as `KAYOBE_ENVIRONMENT` for Kayobe.
@@ -224,6 +238,30 @@ pub struct Build {
 impl Build {
     /// `build.kayobe` when absent.
     pub const DEFAULT_KAYOBE: &'static str = "kayobe";
+    /// `build.kolla_build` when absent.
+    pub const DEFAULT_KOLLA_BUILD: &'static str = "kolla-build";
+}
+
+/// `build.tool`: what drives the image build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// `kayobe seed|overcloud container image build`, pointed at the proxy
+    /// through the StackHPC Kayobe configuration's variables.
+    Kayobe,
+    /// `kolla-build` with a configuration and template override that
+    /// ci-builder writes.
+    KollaBuild,
+}
+
+/// One `[build.mirrors]` entry: repository files naming `upstream` (or a
+/// URL under it) are pointed at `path` on the proxy for the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The upstream URL as repository files write it, without a trailing
+    /// slash: `http://deb.debian.org/debian`.
+    pub upstream: String,
+    /// The proxy path that serves the same tree, ending in `/`.
+    pub path: PathPrefix,
 }
 
 /// `[cache]`.

@@ -69,7 +69,12 @@ pub(crate) struct RawUpstream {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBuild {
+    pub tool: Option<String>,
     pub kayobe: Option<String>,
+    pub kolla_build: Option<String>,
+    pub kolla_config: Option<PathBuf>,
+    pub template_override: Option<PathBuf>,
+    pub mirrors: Option<std::collections::BTreeMap<String, String>>,
     pub kayobe_config_path: Option<PathBuf>,
     pub environment: Option<String>,
     pub distro: Option<String>,

@@ -241,7 +241,7 @@ fn typed_values_and_named_defaults() {
         "{err}"
     );
     assert!(
-        err.contains("build.distro: `gentoo` is not one of rocky, ubuntu"),
+        err.contains("build.distro: `gentoo` is not one of rocky, ubuntu, debian"),
         "{err}"
     );
 }
@@ -334,4 +334,51 @@ fn config_that_is_a_fifo_is_refused_without_blocking() {
     assert!(made.success());
     let err = Config::load(&path, NO_ENV).unwrap_err().to_string();
     assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+}
+
+#[test]
+fn plain_kolla_mode_settings() {
+    let c = load_in(GOOD).unwrap();
+    assert_eq!(c.build.tool, crate::Tool::Kayobe);
+    assert_eq!(c.build.kolla_build, "kolla-build");
+    assert!(c.build.mirrors.is_empty());
+    let text = GOOD.to_string()
+        + "[build]\ntool = \"kolla-build\"\ndistro = \"debian\"\n\
+           kolla_config = \"/etc/kolla/kolla-build.conf\"\n\
+           [build.mirrors]\n\"http://deb.debian.org/debian/\" = \"/pulp/content/debian/\"\n\
+           \"https://dl.rockylinux.org/$contentdir\" = \"/pulp/content/rocky/\"\n";
+    let c = load_in(&text).unwrap();
+    assert_eq!(c.build.tool, crate::Tool::KollaBuild);
+    assert_eq!(c.build.distro, Some(Distro::Debian));
+    let mirrors: Vec<_> = c
+        .build
+        .mirrors
+        .iter()
+        .map(|m| (m.upstream.as_str(), m.path.as_str()))
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            ("http://deb.debian.org/debian", "/pulp/content/debian/"),
+            (
+                "https://dl.rockylinux.org/$contentdir",
+                "/pulp/content/rocky/"
+            ),
+        ]
+    );
+    let text = GOOD.to_string()
+        + "[build]\ntool = \"podman\"\nkolla_build = \"\"\n[build.mirrors]\n\
+           \"ftp://x/y\" = \"/a/\"\n\"http://h/it's\" = \"/a/\"\n\"http://h/d\" = \"/a\"\n\
+           \"http://h/e\" = \"a/\"\n";
+    let err = load_in(&text).unwrap_err().to_string();
+    for want in [
+        "build.tool: `podman` is not one of kayobe, kolla-build",
+        "build.kolla_build: is empty; name the program or its path",
+        "build.mirrors: `ftp://x/y` is not an http(s) URL",
+        "build.mirrors: `http://h/it's` is not an http(s) URL",
+        "build.mirrors: `http://h/d`: the proxy path `/a` must end with `/`",
+        "build.mirrors: `http://h/e`: `a/` must start with `/`",
+    ] {
+        assert!(err.contains(want), "{want}\nin\n{err}");
+    }
 }

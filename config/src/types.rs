@@ -521,13 +521,15 @@ pub enum Distro {
     Rocky,
     /// Ubuntu.
     Ubuntu,
+    /// Debian.
+    Debian,
 }
 
 impl Distro {
     /// Every distribution, in the order messages list them.
-    pub const ALL: [Distro; 2] = [Distro::Rocky, Distro::Ubuntu];
+    pub const ALL: [Distro; 3] = [Distro::Rocky, Distro::Ubuntu, Distro::Debian];
 
-    /// Checks `rocky` or `ubuntu`.
+    /// Checks `rocky`, `ubuntu` or `debian`.
     pub fn parse(text: &str) -> Result<Self, String> {
         Self::ALL
             .into_iter()
@@ -543,6 +545,7 @@ impl Distro {
         match self {
             Distro::Rocky => "rocky",
             Distro::Ubuntu => "ubuntu",
+            Distro::Debian => "debian",
         }
     }
 }

@@ -9,7 +9,9 @@
 # environment; the distributions' base paths go to stdout as JSON.
 #
 # Input keys: api_socket, admin (user, password), user (username, password),
-# deb_remote (URL or null), rpm_remote (URL or null).
+# deb_remote (URL or null), rpm_remote (URL or null), deb_mirrors (a list
+# of {name, url, distributions, base_path}: more APT repositories, each
+# synced with its suites and published structured at its base path).
 import base64
 import http.client
 import json
@@ -155,5 +157,33 @@ if spec.get("rpm_remote"):
     task = call("POST", "publications/rpm/rpm/", {"repository_version": version})
     publication = created(wait_task(task["task"], "rpm publication"))[0]
     out["rpm"] = distribute("rpm/rpm", "rpm", publication, guard, "rpm distribution")
+
+for mirror in spec.get("deb_mirrors") or []:
+    name = mirror["name"]
+    remote = call(
+        "POST",
+        "remotes/deb/apt/",
+        {
+            "name": name,
+            "url": mirror["url"],
+            "distributions": mirror["distributions"],
+            "components": "main",
+            "architectures": "amd64",
+            "policy": "immediate",
+        },
+    )
+    repo = call("POST", "repositories/deb/apt/", {"name": name})
+    sync = call("POST", repo["pulp_href"] + "sync/", {"remote": remote["pulp_href"]})
+    wait_task(sync["task"], f"{name} sync", within=900)
+    version = call("GET", repo["pulp_href"])["latest_version_href"]
+    task = call(
+        "POST",
+        "publications/deb/apt/",
+        {"repository_version": version, "structured": True, "simple": False},
+    )
+    publication = created(wait_task(task["task"], f"{name} publication", within=900))[0]
+    out[name] = distribute(
+        "deb/apt", mirror["base_path"], publication, guard, f"{name} distribution"
+    )
 
 json.dump(out, sys.stdout)

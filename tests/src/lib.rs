@@ -6,6 +6,7 @@
 pub mod apt;
 pub mod client;
 pub mod docker;
+pub mod kolla;
 pub mod leak;
 pub mod netns;
 pub mod pki;

@@ -83,12 +83,28 @@ pub struct Content<'a> {
     pub deb: Option<&'a Path>,
     /// An RPM repository (with `repodata/`), served as `rpm`.
     pub rpm: Option<&'a Path>,
+    /// More APT repositories, each synced with all its suites and
+    /// published structured at its own base path.
+    pub mirrors: &'a [DebMirror<'a>],
     /// A network namespace (`ip netns` name) for what speaks TCP: the
     /// content app on the namespace's 127.0.0.1, the worker and the
     /// servers it syncs from. PostgreSQL and the API stay outside on their
     /// unix sockets. The bridge deployment's proxy runs in there too, so
     /// there is no meter: [`Pulp::bytes_sent`] stays 0.
     pub netns: Option<&'a str>,
+}
+
+/// One of [`Content::mirrors`].
+#[derive(Debug, Clone, Copy)]
+pub struct DebMirror<'a> {
+    /// The Pulp remote's, repository's and distribution key's name.
+    pub name: &'a str,
+    /// The APT repository (`dists/`, `pool/`).
+    pub dir: &'a Path,
+    /// Its suites, space-separated.
+    pub distributions: &'a str,
+    /// The distribution's base path (under `/pulp/content/`).
+    pub base_path: &'a str,
 }
 
 /// How long each stage of a start took.
@@ -904,7 +920,21 @@ impl Pulp {
         let rpm = content
             .rpm
             .map(|p| FileServer::start(p, &d.join("rpm-http.log"), content.netns));
+        let mirrors: Vec<(FileServer, &DebMirror)> = content
+            .mirrors
+            .iter()
+            .map(|m| {
+                let log = d.join(format!("{}-http.log", m.name));
+                (FileServer::start(m.dir, &log, content.netns), m)
+            })
+            .collect();
         let spec = serde_json::json!({
+            "deb_mirrors": mirrors.iter().map(|(server, m)| serde_json::json!({
+                "name": m.name,
+                "url": server.url(),
+                "distributions": m.distributions,
+                "base_path": m.base_path,
+            })).collect::<Vec<_>>(),
             "api_socket": pulp.api_socket,
             "admin": {"username": "admin", "password": admin_password},
             "user": {"username": crate::USERNAME, "password": crate::PASSWORD},
@@ -934,7 +964,7 @@ impl Pulp {
             tail(&d.join("worker.log"))
         );
         pulp.distributions = serde_json::from_slice(&out.stdout).unwrap();
-        drop((deb, rpm));
+        drop((deb, rpm, mirrors));
         pulp.timings.content = t.elapsed();
 
         if content.netns.is_none() {

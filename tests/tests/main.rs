@@ -9,6 +9,7 @@ mod cache;
 mod config_errors;
 mod failures;
 mod forwarding;
+mod kolla;
 mod listening;
 mod net;
 mod policy;

@@ -196,6 +196,7 @@ async fn apt_and_dnf_install_from_a_real_pulp_through_the_proxy_cache_off_and_on
                 deb: Some(&deb_repo),
                 rpm: Some(&rpm_repo),
                 netns: None,
+                mirrors: &[],
             },
         )
     });
@@ -388,6 +389,7 @@ async fn a_real_pulp_on_s3_redirects_every_content_request_to_storage() {
                 deb: Some(&deb_repo),
                 rpm: Some(&rpm_repo),
                 netns: None,
+                mirrors: &[],
             },
         )
     });
@@ -526,6 +528,7 @@ fn through_the_bridge(storage: Storage) {
             deb: Some(&deb_repo),
             rpm: Some(&rpm_repo),
             netns: Some(&ns.name),
+            mirrors: &[],
         },
     );
     eprintln!(
