@@ -546,7 +546,7 @@ async fn without_a_tag_the_build_finds_the_tag_kayobe_chose() {
         .unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
-    assert!(t.contains("the tag Kayobe used is unknown"), "{t}");
+    assert!(t.contains("the tag the build used is unknown"), "{t}");
     assert!(t.contains("was not written by this build"), "{t}");
     assert!(t.contains("images created since the build started"), "{t}");
     assert!(t.contains(&made), "{t}");
@@ -614,4 +614,186 @@ fn tags_sets_the_built_tag_in_the_kayobe_configuration() {
         "{t}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), odd);
+}
+
+const FAKE_KOLLA_BUILD: &str = r#"#!/bin/sh
+printf '%s\n' "$@" > "$FAKE_OUT/argv"
+env > "$FAKE_OUT/env"
+# What kolla-build would read: its --config-file and the overrides it names.
+cp "$2" "$FAKE_OUT/kolla-build.conf"
+sed -n 's/^template_override = //p' "$2" > "$FAKE_OUT/overrides"
+head -n 1 "$FAKE_OUT/overrides" | xargs -I{} cp {} "$FAKE_OUT/override.j2"
+dirname "$2" > "$FAKE_OUT/dir"
+exit "${FAKE_EXIT:-0}"
+"#;
+
+/// Plain Kolla mode: kolla-build gets only `--config-file`, `--push` and
+/// the regexes; the file holds ours (distro, tag, network mode, both
+/// overrides) then the operator's without the keys we set; the private
+/// directory is gone afterwards; the password is nowhere.
+#[tokio::test]
+async fn plain_kolla_mode_runs_kolla_build_with_its_own_config_and_override() {
+    let s = Setup::start().await;
+    let dir = s.scratch.dir.path();
+    let kb = dir.join("kolla-build");
+    std::fs::write(&kb, FAKE_KOLLA_BUILD).unwrap();
+    std::fs::set_permissions(&kb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("mine.conf"),
+        "[DEFAULT]\nbase = ubuntu\npull = false\n[cron]\ntag = x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("mine.j2"),
+        "{% extends parent_template %}\n{% block cron_footer %}RUN true{% endblock %}\n",
+    )
+    .unwrap();
+    let cfg = config(
+        &s.scratch,
+        &s.proxy.addr.to_string(),
+        &format!(
+            "tool = \"kolla-build\"\nkolla_build = {:?}\nkolla_config = {:?}\ntemplate_override = {:?}\n\
+             [build.mirrors]\n\"http://deb.debian.org/debian\" = \"/pulp/content/debian/\"\n",
+            kb,
+            dir.join("mine.conf"),
+            dir.join("mine.j2")
+        ),
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = tokio::task::spawn_blocking({
+        let (cfg, out) = (cfg.clone(), out_dir.path().to_path_buf());
+        move || {
+            builder(
+                &cfg,
+                &[
+                    "build", "--push", "--distro", "debian", "--tag", "t2", "^base$",
+                ],
+                &[("PULP_AUTH_PROXY_PASSWORD", PASSWORD)],
+                &out,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = out_dir.path();
+    let private = std::fs::read_to_string(out.join("dir")).unwrap();
+    let private = private.trim();
+    let conf_path = format!("{private}/kolla-build.conf");
+    assert_eq!(
+        argv(out),
+        ["--config-file", conf_path.as_str(), "--push", "^base$"]
+    );
+    assert!(!Path::new(private).exists(), "{private} was left behind");
+    let conf = std::fs::read_to_string(out.join("kolla-build.conf")).unwrap();
+    assert_eq!(
+        conf,
+        format!(
+            "# Written by ci-builder for one build.\n[DEFAULT]\nbase = debian\ntag = t2\n\
+             network_mode = host\ntemplate_override = {private}/ci-builder-override.j2\n\
+             template_override = {}\n\n# The operator's kolla_config follows.\n\
+             [DEFAULT]\npull = false\n[cron]\ntag = x\n",
+            dir.join("mine.j2").display()
+        )
+    );
+    let ours = std::fs::read_to_string(out.join("override.j2")).unwrap();
+    let port = s.proxy.addr.port();
+    assert!(
+        ours.starts_with("{% extends parent_template %}\n"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains(&format!("p='http://127.0.0.1:{port}'")),
+        "{ours}"
+    );
+    assert!(
+        ours.contains(&format!(r"(http://deb\.debian\.org/debian)(/+|([[:space:]]|$))#\1http://127.0.0.1:{port}/pulp/content/debian/\4#g")),
+        "{ours}"
+    );
+    let env = std::fs::read_to_string(out.join("env")).unwrap();
+    assert!(!env.contains("PULP_AUTH_PROXY_PASSWORD"), "{env}");
+    leak::assert_clean("kolla-build's environment", env.as_bytes());
+    leak::assert_clean("ci-builder's output", text(&o).as_bytes());
+    assert!(text(&o).contains("images tagged t2"), "{}", text(&o));
+    s.assert_no_leaks();
+}
+
+/// Words that do not fit the tool, an operator override that takes one
+/// of ci-builder's blocks, and a kolla_config that would cut the way to
+/// the proxy: each refused before anything runs (exit 2), naming what to
+/// change; without --tag the tag is `<base>-<UTC time>`.
+#[test]
+fn plain_kolla_mode_refusals_and_the_generated_tag() {
+    let s = Scratch::new();
+    let dir = s.dir.path();
+    let out = tempfile::tempdir().unwrap();
+    let kayobe = config(&s, "127.0.0.1:9", "");
+    let o = builder(&kayobe, &["build", "^nova"], &[], out.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("ci-builder: error: build with build.tool = \"kayobe\" starts with seed or overcloud, not `^nova`"),
+        "{}",
+        text(&o)
+    );
+    let plain = |extra: &str| {
+        let s2 = Scratch::new();
+        let cfg = config(
+            &s2,
+            "127.0.0.1:9",
+            &format!("tool = \"kolla-build\"\n{extra}"),
+        );
+        (s2, cfg)
+    };
+    let (_s2, cfg) = plain("");
+    let o = builder(&cfg, &["build", "seed"], &[], out.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "`seed` is a Kayobe target; with build.tool = \"kolla-build\" give only image regexes"
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = builder(&cfg, &["build", "--dry-run", "^cron$"], &[], out.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    let tag = t
+        .lines()
+        .find_map(|l| l.strip_prefix("tag = "))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        tag.len() == "rocky-20261204T064000".len()
+            && tag.starts_with("rocky-20")
+            && tag.as_bytes()[14] == b'T',
+        "{tag}"
+    );
+    std::fs::write(
+        dir.join("bad.j2"),
+        "{% extends parent_template %}\n{% block footer %}{% endblock %}\n",
+    )
+    .unwrap();
+    let (_s3, cfg) = plain(&format!("template_override = {:?}\n", dir.join("bad.j2")));
+    let o = builder(&cfg, &["build", "^cron$"], &[], out.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "build.template_override {}, line 2: block `footer` is ci-builder's",
+            dir.join("bad.j2").display()
+        )),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(dir.join("bad.conf"), "[DEFAULT]\nnetwork_mode = bridge\n").unwrap();
+    let (_s4, cfg) = plain(&format!("kolla_config = {:?}\n", dir.join("bad.conf")));
+    let o = builder(&cfg, &["build", "^cron$"], &[], out.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("line 2: network_mode = bridge: builds reach the proxy on the host's address only with network_mode = host"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !out.path().join("argv").exists(),
+        "a refused build ran a program"
+    );
 }
