@@ -7,7 +7,8 @@ use std::path::PathBuf;
 /// never enter an image. Exit status: 0 success; 1 credentials found
 /// (audit, build --audit) or "differs" (net status); 2 error; 3 a build's
 /// preflight check failed; 4 the build tool failed (its status is in the
-/// summary); 128+N when interrupted by signal N.
+/// summary); 5 an audit found nothing but could not search everything;
+/// 128+N when interrupted by signal N.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
@@ -32,7 +33,7 @@ pub enum Command {
     /// writes ([build] tool = "kolla-build"), and report the images. Exit
     /// status: 0 built (and clean with --audit), 1 --audit found the
     /// credentials, 2 error, 3 a check failed before the build, 4 the build
-    /// tool failed.
+    /// tool failed, 5 --audit could not search everything.
     Build {
         /// Push the images after building.
         #[arg(long)]
@@ -52,6 +53,10 @@ pub enum Command {
         /// Audit the built images for the credentials afterwards.
         #[arg(long)]
         audit: bool,
+        /// With --audit: pass images the audit could not search through
+        /// completely (exit 0, not 5).
+        #[arg(long)]
+        allow_incomplete: bool,
         /// Print the command, the variables it would remove and (kolla-build)
         /// the files it would give it; run nothing.
         #[arg(long)]
@@ -66,12 +71,19 @@ pub enum Command {
     /// changing only that value.
     Tags(Tags),
     /// Search images for the Pulp credentials in every form: config,
-    /// history, and every file of every layer. Exit 0 when no image holds
-    /// them, 1 when one does (and where), 2 on error.
+    /// history, and every file of every layer, inside compressed files
+    /// and archives too. Exit 0 when no image holds them, 1 when one does
+    /// (and where), 5 when none was found but a bound (depth, size,
+    /// compression ratio) kept a file from being searched through, 2 on
+    /// error.
     Audit {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Exit 0, not 5, when nothing was found but something could not
+        /// be searched through (the report still lists it).
+        #[arg(long)]
+        allow_incomplete: bool,
         /// Also audit every local image with this tag.
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,

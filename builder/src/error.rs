@@ -1,7 +1,7 @@
 //! `ci-builder`'s errors, written for the operator running it, and the exit
 //! codes (`exit`): an error exits 2, a failed preflight 3; `net status`
-//! uses 1 for "differs", `audit` and `build --audit` 1 for "leaks", and
-//! `build` 4 when the build tool failed.
+//! uses 1 for "differs", `audit` and `build --audit` 1 for "leaks" and 5
+//! for "incomplete", and `build` 4 when the build tool failed.
 //!
 //! Each message is one line (or a short list) that already names the
 //! cause, so `main` prints `Display` alone; the causes are also kept as
@@ -30,6 +30,9 @@ pub mod exit {
     /// `build`: the build tool (Kayobe or kolla-build) failed; its own
     /// status is in the summary.
     pub const TOOL_FAILED: u8 = 4;
+    /// `audit`, `build --audit`: no credentials found, but a bound kept
+    /// something from being searched (without `--allow-incomplete`).
+    pub const INCOMPLETE: u8 = 5;
 }
 
 impl BuilderError {

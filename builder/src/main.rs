@@ -39,12 +39,18 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
         eprintln!("ci-builder: warning: {w}");
     }
     match cli.command {
-        Command::Audit { json, tag, images } => audit_command(&config, json, tag, images).await,
+        Command::Audit {
+            json,
+            allow_incomplete,
+            tag,
+            images,
+        } => audit_command(&config, json, allow_incomplete, tag, images).await,
         Command::Build {
             push,
             distro,
             tag,
             audit,
+            allow_incomplete,
             dry_run,
             words,
         } => {
@@ -54,6 +60,7 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
                 distro,
                 tag,
             };
+            let audit = audit.then_some(allow_incomplete);
             build_command(&config, &req, audit, dry_run).await
         }
         Command::Tags(args) => tags_command(&config, args),
@@ -130,14 +137,15 @@ fn matcher(config: &Config) -> Result<Arc<audit::patterns::Matcher>, BuilderErro
 async fn build_command(
     config: &Config,
     req: &build::Request,
-    audit: bool,
+    // With --audit: whether an incomplete audit passes.
+    audit: Option<bool>,
     dry_run: bool,
 ) -> Result<u8, BuilderError> {
     // The password is only read to recognise it in the caller's
     // environment (and to audit); without it the build still runs.
     let matcher = match matcher(config) {
         Ok(m) => Some(m),
-        Err(e) if audit => return Err(e),
+        Err(e) if audit.is_some() => return Err(e),
         Err(_) => None,
     };
     let plan = build::plan(
@@ -215,13 +223,20 @@ async fn build_command(
         );
         return Ok(exit::TOOL_FAILED);
     }
-    if let (true, Some(matcher)) = (audit, matcher) {
+    if let (Some(allow_incomplete), Some(matcher)) = (audit, matcher) {
         let reports = audit::audit_images(&docker, &images, &matcher).await?;
         print!("{}", audit::table(&reports));
-        if reports.iter().any(|r| !r.findings.is_empty()) {
-            eprintln!("ci-builder: the audit found the credentials in an image; the build fails");
-            return Ok(exit::FOUND);
+        let code = audit::exit_code(&reports, allow_incomplete);
+        match code {
+            exit::FOUND => eprintln!(
+                "ci-builder: the audit found the credentials in an image; the build fails"
+            ),
+            exit::INCOMPLETE => eprintln!(
+                "ci-builder: the audit could not search every file (listed above); the build fails; --allow-incomplete passes it"
+            ),
+            _ => {}
         }
+        return Ok(code);
     }
     Ok(0)
 }
@@ -229,6 +244,7 @@ async fn build_command(
 async fn audit_command(
     config: &Config,
     json: bool,
+    allow_incomplete: bool,
     tag: Option<String>,
     mut images: Vec<String>,
 ) -> Result<u8, BuilderError> {
@@ -250,11 +266,7 @@ async fn audit_command(
     } else {
         print!("{}", audit::table(&reports));
     }
-    Ok(if reports.iter().any(|r| !r.findings.is_empty()) {
-        1
-    } else {
-        0
-    })
+    Ok(audit::exit_code(&reports, allow_incomplete))
 }
 
 fn tags_command(config: &Config, args: cli::Tags) -> Result<u8, BuilderError> {

@@ -11,6 +11,11 @@ use std::process::Command;
 const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\n";
 
 fn audit(images: &[&str]) -> (i32, Value, String) {
+    audit_with(images)
+}
+
+fn audit_with(args: &[&str]) -> (i32, Value, String) {
+    let images = args;
     let s = Scratch::new();
     let cfg = s.write_config(&format!(
         "[upstream]\nurl = \"https://pulp.example.test\"\nusername = \"{USERNAME}\"\npassword_file = \"{}\"\n",
@@ -113,6 +118,16 @@ struct Channel {
     args: Vec<(&'static str, String)>,
     /// (form, location kind, field/path that must appear)
     expect: (&'static str, &'static str, &'static str),
+}
+
+fn zip(name: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    z.start_file(name, opts).unwrap();
+    z.write_all(data).unwrap();
+    z.finish().unwrap().into_inner()
 }
 
 #[test]
@@ -229,6 +244,43 @@ fn every_leak_channel_is_reported_where_it_is() {
             args: vec![],
             expect: ("password", "layer", "var/log/pulp.log.gz"),
         },
+        Channel {
+            name: "wheel",
+            dockerfile: format!(
+                "{BASE}COPY w /usr/lib/python3/dist-packages/pulp-1.0-py3-none-any.whl\n"
+            ),
+            files: vec![(
+                "w",
+                zip(
+                    "pulp/settings.py",
+                    // Repeated, so deflate compresses it and only the
+                    // decompressed member holds the password.
+                    format!("PASSWORD = \"{PASSWORD}\"\n").repeat(50).as_bytes(),
+                ),
+            )],
+            args: vec![],
+            expect: (
+                "password",
+                "layer",
+                "pulp-1.0-py3-none-any.whl!/pulp/settings.py",
+            ),
+        },
+        Channel {
+            name: "zst",
+            dockerfile: format!("{BASE}COPY z /var/log/pulp.log.1.zst\n"),
+            files: vec![(
+                "z",
+                zstd::stream::encode_all(
+                    format!("GET with password {PASSWORD}\n")
+                        .repeat(50)
+                        .as_bytes(),
+                    3,
+                )
+                .unwrap(),
+            )],
+            args: vec![],
+            expect: ("password", "layer", "var/log/pulp.log.1.zst"),
+        },
     ];
     let mut images = Vec::new();
     for c in &channels {
@@ -248,7 +300,7 @@ fn every_leak_channel_is_reported_where_it_is() {
                 && [&loc["field"], &loc["path"]]
                     .iter()
                     .any(|v| v.as_str().is_some_and(|s| s.contains(place)))
-                && (c.name != "gz" || loc["decompressed"] == true)
+                && (!["gz", "wheel", "zst"].contains(&c.name) || loc["decompressed"] == true)
                 && (kind != "layer"
                     || loc["layer"]
                         .as_str()
@@ -268,6 +320,38 @@ fn every_leak_channel_is_reported_where_it_is() {
             assert_eq!(f["class"], class, "{}: {f}", c.name);
         }
     }
+}
+
+#[test]
+fn a_decompression_bomb_makes_the_audit_incomplete_not_clean() {
+    // 256 MiB of zeros as a zstd file of a few KiB.
+    let zeros = vec![0u8; 256 << 20];
+    let bomb = zstd::stream::encode_all(zeros.as_slice(), 3).unwrap();
+    drop(zeros);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let image = Image::build(
+        &tag("bomb"),
+        &format!("{BASE}COPY b /var/log/huge.log.zst\n"),
+        &[("b", &bomb)],
+        &[],
+    );
+    let started = std::time::Instant::now();
+    let (code, json, stderr) = audit(&[&image.tag]);
+    let took = started.elapsed();
+    assert_eq!(code, 5, "{stderr} {json}");
+    let report = &json[0];
+    assert_eq!(report["verdict"], "incomplete", "{report}");
+    let why = &report["incomplete"][0];
+    assert_eq!(why["path"], "var/log/huge.log.zst", "{report}");
+    assert!(
+        why["reason"].as_str().unwrap().contains("100:1"),
+        "{report}"
+    );
+    eprintln!("bomb of {} bytes reported in {took:?}", bomb.len());
+
+    let (code, json, stderr) = audit_with(&["--allow-incomplete", &image.tag]);
+    assert_eq!(code, 0, "{stderr} {json}");
+    assert_eq!(json[0]["verdict"], "incomplete");
 }
 
 #[test]

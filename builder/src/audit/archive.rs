@@ -1,48 +1,31 @@
 //! Walks an image export (`docker save` format, legacy or OCI layout) as
-//! it streams: each layer is read as a tar (plain or gzip-compressed) and
-//! every file in it is searched, including files a later layer deletes
-//! (they are still in the pushed image) and, up to a bound, the content of
-//! gzip files inside layers. Nothing is written to disk and no layer is
-//! held in memory.
+//! it streams: each layer is recognised by its first bytes (tar, plain
+//! or compressed with gzip, zstd, xz or bzip2) and every file in it is
+//! searched by `unpack`, including files a later layer deletes (they are
+//! still in the pushed image) and what compressed files and archives
+//! inside hold. Nothing is written to disk but a spooled zip, and no
+//! layer is held in memory.
 
-use super::scan::{scan_reader, Hit};
+use super::scan::scan_reader;
+use super::unpack::{At, Bounds, Incomplete, Kind, RawFinding, Walker};
 use super::Location;
-use flate2::read::MultiGzDecoder;
 use pulp_auth_config::forms::Matcher;
 use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 
-/// Gzip files inside layers larger than this (compressed) are searched as
-/// they are, not decompressed.
-pub const GZ_MAX_COMPRESSED: u64 = 64 << 20;
-/// Decompression stops after this many bytes.
-pub const GZ_MAX_DECOMPRESSED: u64 = 256 << 20;
-/// Export entries smaller than this that are JSON are kept to map layer
-/// entries to their digests at the end.
+/// Export entries smaller than this that are not layers are kept to map
+/// layer entries to their digests at the end.
 const SMALL_JSON: u64 = 4 << 20;
-
-/// A finding inside the export, before layer names become digests.
-#[derive(Debug)]
-pub struct RawFinding {
-    /// Which form matched, e.g. `base64(user:password)`.
-    pub form: &'static str,
-    /// Export entry (the layer's name in the archive).
-    pub entry: String,
-    /// File inside the layer, if the entry is a layer.
-    pub path: Option<String>,
-    /// Offset (in the decompressed content when `decompressed`).
-    pub offset: Option<u64>,
-    /// Whether found in the decompressed content of a gzip file.
-    pub decompressed: bool,
-}
 
 /// Everything found in one export.
 #[derive(Debug, Default)]
 pub struct ArchiveScan {
     /// Every match, with layers still named by their export entry.
     pub findings: Vec<RawFinding>,
-    /// Things not fully searched, and why.
+    /// Remarks on files that could not be read as what they looked like.
     pub notes: Vec<String>,
+    /// What a bound kept from being searched.
+    pub incomplete: Vec<Incomplete>,
     /// Layer entry name -> digest, from manifest.json and the config.
     pub digests: HashMap<String, String>,
     /// Bytes read from the export.
@@ -55,17 +38,14 @@ impl ArchiveScan {
         self.findings
             .iter()
             .map(|f| {
-                let layer = self
-                    .digests
-                    .get(&f.entry)
-                    .cloned()
-                    .unwrap_or_else(|| matcher.redact(&f.entry));
+                let layer = self.layer_name(matcher, &f.entry);
                 let loc = match &f.path {
                     Some(path) => Location::Layer {
                         layer,
                         path: matcher.redact(path),
                         offset: f.offset,
-                        decompressed: f.decompressed,
+                        decompressed: !f.decoded.is_empty(),
+                        decoded: f.decoded.clone(),
                     },
                     None => Location::Export {
                         entry: matcher.redact(&f.entry),
@@ -76,15 +56,38 @@ impl ArchiveScan {
             })
             .collect()
     }
+
+    /// What was not searched through, with layers named by digest.
+    pub fn incomplete(&self, matcher: &Matcher) -> Vec<Incomplete> {
+        self.incomplete
+            .iter()
+            .map(|i| Incomplete {
+                entry: self.layer_name(matcher, &i.entry),
+                ..i.clone()
+            })
+            .collect()
+    }
+
+    fn layer_name(&self, matcher: &Matcher, entry: &str) -> String {
+        self.digests
+            .get(entry)
+            .cloned()
+            .unwrap_or_else(|| matcher.redact(entry))
+    }
 }
 
 /// Searches an image export (the `docker save` tar) read from `reader`:
-/// every entry, every file of each layer in it (gzipped ones also
-/// decompressed), and the file names themselves.
-pub fn scan_export(matcher: &Matcher, reader: impl Read) -> io::Result<ArchiveScan> {
+/// every entry, every file of each layer in it (and inside those files),
+/// and the file names themselves.
+pub fn scan_export(
+    matcher: &Matcher,
+    reader: impl Read,
+    bounds: Bounds,
+) -> io::Result<ArchiveScan> {
     let mut out = ArchiveScan::default();
     let mut jsons: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut outer = tar::Archive::new(reader);
+    let mut walker = Walker::new(matcher, None, bounds);
+    let mut outer = tar::Archive::new(walker.watch(reader));
     for entry in outer.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
@@ -94,28 +97,31 @@ pub fn scan_export(matcher: &Matcher, reader: impl Read) -> io::Result<ArchiveSc
         let size = entry.size();
         out.bytes += size;
         let (head, n) = peek(&mut entry)?;
-        let body = Cursor::new(head[..n].to_vec()).chain(entry);
-        if head[..n].starts_with(&[0x1f, 0x8b]) {
-            scan_layer(matcher, &name, MultiGzDecoder::new(body), &mut out)?;
-        } else if is_tar(&head[..n]) {
-            scan_layer(matcher, &name, body, &mut out)?;
-        } else if size <= SMALL_JSON && (name.ends_with(".json") || name.starts_with("blobs/")) {
-            let mut data = Vec::with_capacity(size as usize);
-            let mut body = body;
-            body.read_to_end(&mut data)?;
-            record(
-                &mut out.findings,
-                &name,
-                None,
-                false,
-                scan_reader(matcher, data.as_slice())?.hits,
-            );
-            jsons.insert(name, data);
-        } else {
-            let scan = scan_reader(matcher, body)?;
-            record(&mut out.findings, &name, None, false, scan.hits);
+        let mut body = Cursor::new(head[..n].to_vec()).chain(entry);
+        match Kind::sniff(&head[..n]) {
+            Kind::Tar | Kind::Gzip | Kind::Zstd | Kind::Xz | Kind::Bzip2 => {
+                walker.search(&mut body, &At::layer(&name))?
+            }
+            _ if size <= SMALL_JSON => {
+                let mut data = Vec::with_capacity(size as usize);
+                body.read_to_end(&mut data)?;
+                for h in scan_reader(matcher, data.as_slice())?.hits {
+                    out.findings.push(RawFinding {
+                        form: h.form,
+                        entry: name.clone(),
+                        path: None,
+                        offset: Some(h.offset),
+                        decoded: Vec::new(),
+                    });
+                }
+                jsons.insert(name, data);
+            }
+            _ => walker.search(&mut body, &At::entry(&name))?,
         }
     }
+    out.findings.append(&mut walker.findings);
+    out.notes = walker.notes;
+    out.incomplete = walker.incomplete;
     out.digests = digests(&jsons);
     Ok(out)
 }
@@ -132,99 +138,6 @@ fn peek(r: &mut impl Read) -> io::Result<([u8; 512], usize)> {
         }
     }
     Ok((head, n))
-}
-
-fn is_tar(head: &[u8]) -> bool {
-    head.len() >= 262 && &head[257..262] == b"ustar"
-}
-
-fn record(
-    into: &mut Vec<RawFinding>,
-    entry: &str,
-    path: Option<&str>,
-    decompressed: bool,
-    hits: Vec<Hit>,
-) {
-    for h in hits {
-        into.push(RawFinding {
-            form: h.form,
-            entry: entry.to_string(),
-            path: path.map(str::to_string),
-            offset: Some(h.offset),
-            decompressed,
-        });
-    }
-}
-
-fn scan_layer(
-    matcher: &Matcher,
-    layer: &str,
-    reader: impl Read,
-    out: &mut ArchiveScan,
-) -> io::Result<()> {
-    let mut inner = tar::Archive::new(reader);
-    for entry in inner.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        // Names and link targets are content too.
-        let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
-        for text in std::iter::once(&path).chain(link.as_ref()) {
-            for (form, _, _) in matcher.find_all(text.as_bytes()) {
-                out.findings.push(RawFinding {
-                    form,
-                    entry: layer.to_string(),
-                    path: Some(path.clone()),
-                    offset: None,
-                    decompressed: false,
-                });
-            }
-        }
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let size = entry.size();
-        let (head, n) = peek(&mut entry)?;
-        let gz = head[..n].starts_with(&[0x1f, 0x8b]);
-        if gz && size <= GZ_MAX_COMPRESSED {
-            let mut data = Vec::with_capacity(size as usize);
-            Cursor::new(head[..n].to_vec())
-                .chain(entry)
-                .read_to_end(&mut data)?;
-            record(
-                &mut out.findings,
-                layer,
-                Some(&path),
-                false,
-                scan_reader(matcher, data.as_slice())?.hits,
-            );
-            let mut decoder = MultiGzDecoder::new(data.as_slice()).take(GZ_MAX_DECOMPRESSED);
-            match scan_reader(matcher, &mut decoder) {
-                Ok(scan) => record(&mut out.findings, layer, Some(&path), true, scan.hits),
-                Err(e) => out.notes.push(format!(
-                    "{}: not a readable gzip file ({e}); searched as stored",
-                    matcher.redact(&path)
-                )),
-            }
-            if decoder.limit() == 0 {
-                out.notes.push(format!(
-                    "{}: decompressed only the first {} MiB",
-                    matcher.redact(&path),
-                    GZ_MAX_DECOMPRESSED >> 20
-                ));
-            }
-        } else {
-            if gz {
-                out.notes.push(format!(
-                    "{}: gzip file larger than {} MiB searched as stored, not decompressed",
-                    matcher.redact(&path),
-                    GZ_MAX_COMPRESSED >> 20
-                ));
-            }
-            let scan = scan_reader(matcher, Cursor::new(head[..n].to_vec()).chain(entry))?;
-            record(&mut out.findings, layer, Some(&path), false, scan.hits);
-        }
-    }
-    Ok(())
 }
 
 /// Maps layer entries to digests: OCI blobs are named by digest; legacy
@@ -319,7 +232,7 @@ mod tests {
             ("cfg.json", config),
             ("manifest.json", manifest),
         ]);
-        let scan = scan_export(&m, export.as_slice()).unwrap();
+        let scan = scan_export(&m, export.as_slice(), super::super::unpack::BOUNDS).unwrap();
         let locs = scan.locations(&m);
         assert!(
             locs.iter().any(|(f, l)| *f == "password"
@@ -328,7 +241,8 @@ mod tests {
                         layer: "sha256:aaa".into(),
                         path: "etc/a.conf".into(),
                         offset: Some(2),
-                        decompressed: false
+                        decompressed: false,
+                        decoded: vec![],
                     }),
             "{locs:?}"
         );

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod scan;
+pub mod unpack;
 
 /// The credentials' forms and their matcher, shared with the proxy.
 pub use pulp_auth_config::forms as patterns;
@@ -42,8 +43,11 @@ pub enum Location {
         path: String,
         /// Byte offset; absent when the path name itself holds the form.
         offset: Option<u64>,
-        /// Found in the decompressed content of a gzip file.
+        /// Found in the decompressed content of a file.
         decompressed: bool,
+        /// The decoders on the way, outermost first (`zip`, `gzip`, ...).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        decoded: Vec<&'static str>,
     },
     /// Another file of the export (the image config JSON, the manifest).
     Export {
@@ -63,11 +67,14 @@ impl std::fmt::Display for Location {
                 layer,
                 path,
                 offset,
-                decompressed,
+                decoded,
+                ..
             } => {
                 write!(f, "layer {layer} /{}", path.trim_start_matches('/'))?;
+                if !decoded.is_empty() {
+                    write!(f, " ({})", decoded.join(" > "))?;
+                }
                 match offset {
-                    Some(o) if *decompressed => write!(f, " (gunzipped) @{o}"),
                     Some(o) => write!(f, " @{o}"),
                     None => write!(f, " (file name)"),
                 }
@@ -114,11 +121,16 @@ pub struct ImageReport {
     pub image: String,
     /// The ID (`sha256:...`) the name resolved to.
     pub id: String,
-    /// `clean` or `leaks`.
+    /// `leaks` (a form was found), `incomplete` (none was, but a bound
+    /// kept something from being searched: see `incomplete`) or `clean`.
     pub verdict: &'static str,
     /// Every place a form was found; empty when clean.
     pub findings: Vec<Finding>,
-    /// What was not fully searched, and why.
+    /// What a bound kept from being searched through, and what was
+    /// searched instead.
+    pub incomplete: Vec<unpack::Incomplete>,
+    /// Remarks: files that looked compressed and were not, forms too
+    /// short to search for.
     pub notes: Vec<String>,
     /// Bytes of export searched.
     pub export_bytes: u64,
@@ -262,6 +274,7 @@ pub async fn audit_image(
                 rx,
                 current: bytes::Bytes::new(),
             },
+            unpack::BOUNDS,
         )
     });
     let mut stream = docker.export_image(image);
@@ -286,6 +299,7 @@ pub async fn audit_image(
     for (form, location) in scan.locations(&matcher) {
         findings.push(Finding::new(form, location));
     }
+    let incomplete = scan.incomplete(&matcher);
     let mut notes = scan.notes.clone();
     if !matcher.skipped.is_empty() {
         notes.push(format!(
@@ -296,12 +310,15 @@ pub async fn audit_image(
     Ok(ImageReport {
         image: image.to_string(),
         id,
-        verdict: if findings.is_empty() {
-            "clean"
-        } else {
+        verdict: if !findings.is_empty() {
             "leaks"
+        } else if !incomplete.is_empty() {
+            "incomplete"
+        } else {
+            "clean"
         },
         findings,
+        incomplete,
         notes,
         export_bytes: scan.bytes,
     })
@@ -359,6 +376,19 @@ impl std::io::Read for ChannelReader {
     }
 }
 
+/// The exit code of an audit: 1 when an image holds a form, else 5 when
+/// something was not searched through (0 with `allow_incomplete`), else 0.
+pub fn exit_code(reports: &[ImageReport], allow_incomplete: bool) -> u8 {
+    use crate::error::exit;
+    if reports.iter().any(|r| r.verdict == "leaks") {
+        exit::FOUND
+    } else if !allow_incomplete && reports.iter().any(|r| r.verdict == "incomplete") {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
+    }
+}
+
 /// Findings shown per image in the table.
 const TABLE_ROWS: usize = 40;
 
@@ -368,13 +398,13 @@ pub fn table(reports: &[ImageReport]) -> String {
     let mut out = String::new();
     for r in reports {
         let short = r.id.trim_start_matches("sha256:").get(..12).unwrap_or("");
-        if r.findings.is_empty() {
+        if r.verdict == "clean" {
             out.push_str(&format!(
                 "{} ({short}): clean, {} MiB searched\n",
                 r.image,
                 r.export_bytes >> 20
             ));
-        } else {
+        } else if !r.findings.is_empty() {
             let signatures = r
                 .findings
                 .iter()
@@ -398,6 +428,19 @@ pub fn table(reports: &[ImageReport]) -> String {
                     r.findings.len() - TABLE_ROWS
                 ));
             }
+        }
+        if r.findings.is_empty() && !r.incomplete.is_empty() {
+            out.push_str(&format!(
+                "{} ({short}): INCOMPLETE: no credentials found, but {} files were not searched through\n",
+                r.image,
+                r.incomplete.len()
+            ));
+        }
+        for i in r.incomplete.iter().take(TABLE_ROWS) {
+            out.push_str(&format!(
+                "  not searched: layer {} /{}: {}\n",
+                i.entry, i.path, i.reason
+            ));
         }
         for n in &r.notes {
             out.push_str(&format!("  note: {n}\n"));
