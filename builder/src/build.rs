@@ -485,6 +485,12 @@ impl std::fmt::Display for Finished {
 
 /// Runs the plan with stdio inherited, forwarding SIGINT and SIGTERM.
 pub async fn run(plan: &Plan) -> Result<Finished, BuilderError> {
+    // Handlers first: a signal that arrives while the child starts is then
+    // forwarded, not fatal, and the child starts with both signals at their
+    // default, since exec resets caught signals but keeps ignored ones (a
+    // script's background job is started with SIGINT ignored).
+    let mut int = signal(SignalKind::interrupt()).map_err(BuilderError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(BuilderError::Signals)?;
     let mut child = tokio::process::Command::new(&plan.program)
         .args(&plan.args)
         .env_clear()
@@ -495,8 +501,6 @@ pub async fn run(plan: &Plan) -> Result<Finished, BuilderError> {
             source,
         })?;
     let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
-    let mut int = signal(SignalKind::interrupt()).map_err(BuilderError::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(BuilderError::Signals)?;
     let mut forwarded = None;
     let status = loop {
         let forward = tokio::select! {

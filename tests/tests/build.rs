@@ -263,7 +263,12 @@ async fn a_failed_build_tool_exits_4_and_signals_pass_through() {
 
     for (sig, code, name) in [("TERM", 143, "TERM"), ("INT", 130, "INT")] {
         let _ = std::fs::remove_file(dir.join("started"));
-        let mut child = Command::new(e2e::bin("ci-builder"))
+        let _ = std::fs::remove_file(dir.join("signal"));
+        // Started with both signals ignored, as a script's background job
+        // is: ci-builder must still forward them and the tool receive them.
+        let mut child = Command::new("sh")
+            .args(["-c", "trap '' INT TERM; exec \"$0\" \"$@\""])
+            .arg(e2e::bin("ci-builder"))
             .arg("--config")
             .arg(&cfg)
             .args(["build", "seed", "--tag", "x"])
