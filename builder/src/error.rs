@@ -104,6 +104,14 @@ pub enum BuilderError {
         /// From the export stream, or the archive inside it.
         source: io::Error,
     },
+    /// An image archive or layout directory could not be read.
+    #[error("cannot read {image}: {source}")]
+    Read {
+        /// The image as given.
+        image: String,
+        /// Why.
+        source: io::Error,
+    },
     /// The thread searching an export stopped without an answer.
     #[error("the search of the export of {image} stopped: {source}; this is a bug in ci-builder")]
     ScanStopped {

@@ -224,7 +224,7 @@ async fn build_command(
         return Ok(exit::TOOL_FAILED);
     }
     if let (Some(allow_incomplete), Some(matcher)) = (audit, matcher) {
-        let reports = audit::audit_images(&docker, &images, &matcher).await?;
+        let reports = audit::audit_images(Some(&docker), &images, &matcher).await?;
         print!("{}", audit::table(&reports));
         let code = audit::exit_code(&reports, allow_incomplete);
         match code {
@@ -249,14 +249,19 @@ async fn audit_command(
     mut images: Vec<String>,
 ) -> Result<u8, BuilderError> {
     let matcher = matcher(config)?;
-    let docker = audit::docker().await?;
-    if let Some(tag) = &tag {
-        images.extend(audit::images_with_tag(&docker, tag).await?);
+    // Archives and layout directories are read without the daemon.
+    let docker = if tag.is_some() || audit::needs_daemon(&images)? {
+        Some(audit::docker().await?)
+    } else {
+        None
+    };
+    if let (Some(tag), Some(docker)) = (&tag, &docker) {
+        images.extend(audit::images_with_tag(docker, tag).await?);
     }
     if images.is_empty() {
         return Err(BuilderError::NothingToAudit);
     }
-    let reports = audit::audit_images(&docker, &images, &matcher).await?;
+    let reports = audit::audit_images(docker.as_ref(), &images, &matcher).await?;
     if json {
         let text = serde_json::to_string_pretty(&reports).map_err(|source| BuilderError::Json {
             what: "the audit report".into(),

@@ -66,15 +66,10 @@ fn b64(s: &str) -> String {
 }
 
 fn gz(data: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("gzip")
-        .arg("-c")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    child.wait_with_output().unwrap().stdout
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
 }
 
 #[test]
@@ -352,6 +347,110 @@ fn a_decompression_bomb_makes_the_audit_incomplete_not_clean() {
     let (code, json, stderr) = audit_with(&["--allow-incomplete", &image.tag]);
     assert_eq!(code, 0, "{stderr} {json}");
     assert_eq!(json[0]["verdict"], "incomplete");
+}
+
+#[test]
+fn docker_archives_are_audited_without_the_daemon() {
+    let image = Image::build(
+        &tag("archive"),
+        &format!("{BASE}COPY s /etc/pulp/secret\nENV X=\"{PASSWORD}\"\n"),
+        &[("s", format!("{PASSWORD}\n").as_bytes())],
+        &[],
+    );
+    let s = Scratch::new();
+    let tar = s.path("image.tar");
+    let out = e2e::output(
+        Command::new("docker")
+            .args(["save", "-o"])
+            .arg(&tar)
+            .arg(&image.tag),
+    );
+    assert!(out.status.success(), "docker save: {out:?}");
+    let gz_tar = s.path("image.tar.gz");
+    std::fs::write(&gz_tar, gz(&std::fs::read(&tar).unwrap())).unwrap();
+    for path in [&tar, &gz_tar] {
+        let arg = format!("docker-archive:{}", path.display());
+        let (code, json, stderr) = audit(&[&arg]);
+        assert_eq!(code, 1, "{arg}: {stderr} {json}");
+        let found = findings(&json[0]);
+        assert!(
+            found.iter().any(|(form, loc)| form == "password"
+                && loc["kind"] == "layer"
+                && loc["path"] == "etc/pulp/secret"),
+            "{arg}: {found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|(form, loc)| form == "password" && loc["kind"] == "export"),
+            "{arg}: the config's Env: {found:?}"
+        );
+    }
+    let (code, _, stderr) = audit(&[&format!("docker-archive:{}", s.path("nope.tar").display())]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("is not a file"), "{stderr}");
+}
+
+/// What Docker 25+ with the containerd store, registries and skopeo hand
+/// out: OCI layouts, here with zstd layers that only a decompressing search
+/// sees into.
+#[test]
+fn oci_layouts_with_zstd_layers_are_audited() {
+    let image = Image::build(
+        &tag("oci"),
+        &format!("{BASE}COPY s /etc/pulp/secret\n"),
+        &[("s", format!("{PASSWORD}\n").as_bytes())],
+        &[],
+    );
+    let s = Scratch::new();
+    let tar = s.path("image.tar");
+    let out = e2e::output(
+        Command::new("docker")
+            .args(["save", "-o"])
+            .arg(&tar)
+            .arg(&image.tag),
+    );
+    assert!(out.status.success(), "docker save: {out:?}");
+    let archive = format!("oci-archive:{}", s.path("oci.tar").display());
+    let dir = format!("oci:{}", s.path("oci").display());
+    for dest in [&archive, &dir] {
+        let out = e2e::output(
+            Command::new("skopeo")
+                .args([
+                    "copy",
+                    "-q",
+                    "--dest-compress",
+                    "--dest-compress-format",
+                    "zstd",
+                ])
+                .arg(format!("docker-archive:{}", tar.display()))
+                .arg(dest),
+        );
+        assert!(out.status.success(), "skopeo copy to {dest}: {out:?}");
+    }
+    let blobs = s.path("oci/blobs/sha256");
+    let zstd_layers = std::fs::read_dir(&blobs)
+        .unwrap()
+        .filter(|e| {
+            let head = std::fs::read(e.as_ref().unwrap().path()).unwrap();
+            head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        })
+        .count();
+    assert!(zstd_layers >= 1, "skopeo wrote no zstd layer in {blobs:?}");
+    for arg in [&archive, &dir] {
+        let (code, json, stderr) = audit(&[arg]);
+        assert_eq!(code, 1, "{arg}: {stderr} {json}");
+        let found = findings(&json[0]);
+        assert!(
+            found.iter().any(|(form, loc)| form == "password"
+                && loc["kind"] == "layer"
+                && loc["path"] == "etc/pulp/secret"),
+            "{arg}: {found:?}"
+        );
+    }
+    let (code, _, stderr) = audit(&[&format!("oci:{}", s.path("image.tar").display())]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("index.json"), "{stderr}");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use super::unpack::{At, Bounds, Incomplete, Kind, RawFinding, Walker};
 use super::Location;
 use pulp_auth_config::forms::Matcher;
 use std::collections::HashMap;
+use std::fs;
 use std::io::{self, Cursor, Read};
+use std::path::Path;
 
 /// Export entries smaller than this that are not layers are kept to map
 /// layer entries to their digests at the end.
@@ -30,6 +32,9 @@ pub struct ArchiveScan {
     pub digests: HashMap<String, String>,
     /// Bytes read from the export.
     pub bytes: u64,
+    /// The image ID (its config's digest), when the export has a
+    /// manifest.json that names exactly one image.
+    pub id: Option<String>,
 }
 
 impl ArchiveScan {
@@ -84,49 +89,123 @@ pub fn scan_export(
     reader: impl Read,
     bounds: Bounds,
 ) -> io::Result<ArchiveScan> {
-    let mut out = ArchiveScan::default();
-    let mut jsons: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut walker = Walker::new(matcher, None, bounds);
-    let mut outer = tar::Archive::new(walker.watch(reader));
+    let mut export = Export::new(matcher, bounds);
+    let mut outer = tar::Archive::new(export.walker.watch(reader));
     for entry in outer.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
-        if !entry.header().entry_type().is_file() {
-            continue;
+        if entry.header().entry_type().is_file() {
+            let size = entry.size();
+            export.entry(&name, size, &mut entry)?;
         }
-        let size = entry.size();
-        out.bytes += size;
-        let (head, n) = peek(&mut entry)?;
-        let mut body = Cursor::new(head[..n].to_vec()).chain(entry);
+    }
+    Ok(export.finish())
+}
+
+/// Searches an archive file: a `docker save` tar (also gzip, zstd, xz or
+/// bzip2 compressed, as operators keep them) or an OCI layout tar.
+pub fn scan_archive(matcher: &Matcher, path: &Path, bounds: Bounds) -> io::Result<ArchiveScan> {
+    let mut file = io::BufReader::new(fs::File::open(path)?);
+    let (head, n) = peek(&mut file)?;
+    let body = Cursor::new(head[..n].to_vec()).chain(file);
+    match Kind::sniff(&head[..n]) {
+        Kind::Gzip => scan_export(matcher, flate2::read::MultiGzDecoder::new(body), bounds),
+        Kind::Zstd => scan_export(matcher, zstd::stream::read::Decoder::new(body)?, bounds),
+        Kind::Xz => scan_export(
+            matcher,
+            liblzma::read::XzDecoder::new_multi_decoder(body),
+            bounds,
+        ),
+        Kind::Bzip2 => scan_export(matcher, bzip2::read::MultiBzDecoder::new(body), bounds),
+        _ => scan_export(matcher, body, bounds),
+    }
+}
+
+/// Searches an OCI layout directory: `index.json`, `oci-layout` and every
+/// blob, as the same entries its tar would hold.
+pub fn scan_dir(matcher: &Matcher, dir: &Path, bounds: Bounds) -> io::Result<ArchiveScan> {
+    let mut export = Export::new(matcher, bounds);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                stack.push(e.path());
+            } else if kind.is_file() {
+                let path = e.path();
+                let name = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned();
+                let file = fs::File::open(&path)?;
+                let size = file.metadata()?.len();
+                let mut r = export.walker.watch(file);
+                export.entry(&name, size, &mut r)?;
+            }
+        }
+    }
+    Ok(export.finish())
+}
+
+/// The search of one export's entries, in any order.
+struct Export<'m> {
+    matcher: &'m Matcher,
+    out: ArchiveScan,
+    jsons: HashMap<String, Vec<u8>>,
+    walker: Walker<'m>,
+}
+
+impl<'m> Export<'m> {
+    fn new(matcher: &'m Matcher, bounds: Bounds) -> Self {
+        Export {
+            matcher,
+            out: ArchiveScan::default(),
+            jsons: HashMap::new(),
+            walker: Walker::new(matcher, None, bounds),
+        }
+    }
+
+    fn entry(&mut self, name: &str, size: u64, r: &mut dyn Read) -> io::Result<()> {
+        self.out.bytes += size;
+        let (head, n) = peek(r)?;
+        let mut body = Cursor::new(head[..n].to_vec()).chain(r);
         match Kind::sniff(&head[..n]) {
             Kind::Tar | Kind::Gzip | Kind::Zstd | Kind::Xz | Kind::Bzip2 => {
-                walker.search(&mut body, &At::layer(&name))?
+                self.walker.search(&mut body, &At::layer(name))
             }
             _ if size <= SMALL_JSON => {
                 let mut data = Vec::with_capacity(size as usize);
                 body.read_to_end(&mut data)?;
-                for h in scan_reader(matcher, data.as_slice())?.hits {
-                    out.findings.push(RawFinding {
+                for h in scan_reader(self.matcher, data.as_slice())?.hits {
+                    self.out.findings.push(RawFinding {
                         form: h.form,
-                        entry: name.clone(),
+                        entry: name.to_string(),
                         path: None,
                         offset: Some(h.offset),
                         decoded: Vec::new(),
                     });
                 }
-                jsons.insert(name, data);
+                self.jsons.insert(name.to_string(), data);
+                Ok(())
             }
-            _ => walker.search(&mut body, &At::entry(&name))?,
+            _ => self.walker.search(&mut body, &At::entry(name)),
         }
     }
-    out.findings.append(&mut walker.findings);
-    out.notes = walker.notes;
-    out.incomplete = walker.incomplete;
-    out.digests = digests(&jsons);
-    Ok(out)
+
+    fn finish(mut self) -> ArchiveScan {
+        self.out.findings.append(&mut self.walker.findings);
+        self.out.notes = self.walker.notes;
+        self.out.incomplete = self.walker.incomplete;
+        self.out.digests = digests(&self.jsons);
+        self.out.id = image_id(&self.jsons);
+        self.out
+    }
 }
 
-fn peek(r: &mut impl Read) -> io::Result<([u8; 512], usize)> {
+fn peek(r: &mut (impl Read + ?Sized)) -> io::Result<([u8; 512], usize)> {
     let mut head = [0u8; 512];
     let mut n = 0;
     while n < head.len() {
@@ -138,6 +217,21 @@ fn peek(r: &mut impl Read) -> io::Result<([u8; 512], usize)> {
         }
     }
     Ok((head, n))
+}
+
+/// Legacy exports name the config `<hex>.json`, OCI ones `blobs/sha256/<hex>`;
+/// either way the hex is the image ID.
+fn image_id(jsons: &HashMap<String, Vec<u8>>) -> Option<String> {
+    let manifest: serde_json::Value = serde_json::from_slice(jsons.get("manifest.json")?).ok()?;
+    match manifest.as_array()?.as_slice() {
+        [image] => {
+            let config = image["Config"].as_str()?;
+            let hex = config.strip_prefix("blobs/sha256/").unwrap_or(config);
+            let hex = hex.strip_suffix(".json").unwrap_or(hex);
+            Some(format!("sha256:{hex}"))
+        }
+        _ => None,
+    }
 }
 
 /// Maps layer entries to digests: OCI blobs are named by digest; legacy

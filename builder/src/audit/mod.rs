@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod scan;
+pub mod source;
 pub mod unpack;
 
 /// The credentials' forms and their matcher, shared with the proxy.
@@ -199,17 +200,72 @@ pub async fn image_sizes(
     Ok(out)
 }
 
-/// Audits each image in turn.
+/// Whether any of `images` is read through the Docker daemon.
+pub fn needs_daemon(images: &[String]) -> Result<bool, BuilderError> {
+    for image in images {
+        if let source::Source::Daemon(_) = source::Source::parse(image)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Audits each image in turn; `docker` is needed for local images.
 pub async fn audit_images(
-    docker: &Docker,
+    docker: Option<&Docker>,
     images: &[String],
     matcher: &Arc<Matcher>,
 ) -> Result<Vec<ImageReport>, BuilderError> {
+    use source::Source;
     let mut reports = Vec::with_capacity(images.len());
     for image in images {
-        reports.push(audit_image(docker, image, matcher.clone()).await?);
+        let report = match (Source::parse(image)?, docker) {
+            (Source::Daemon(name), Some(docker)) => {
+                audit_image(docker, &name, matcher.clone()).await?
+            }
+            (Source::Daemon(_), None) => {
+                return Err(BuilderError::Usage(format!(
+                    "audit {image}: a local image needs the Docker daemon"
+                )))
+            }
+            (Source::Registry(_), _) => {
+                return Err(BuilderError::Usage(format!(
+                    "audit {image}: registry images are not read yet; copy it with `skopeo copy {image} oci:DIR` and audit oci:DIR"
+                )))
+            }
+            (file, _) => audit_file(image, file, matcher.clone()).await?,
+        };
+        reports.push(report);
     }
     Ok(reports)
+}
+
+/// Audits an archive or layout directory.
+async fn audit_file(
+    image: &str,
+    source: source::Source,
+    matcher: Arc<Matcher>,
+) -> Result<ImageReport, BuilderError> {
+    use source::Source;
+    let m = matcher.clone();
+    let scan = tokio::task::spawn_blocking(move || match source {
+        Source::OciDir(dir) => archive::scan_dir(&m, &dir, unpack::BOUNDS),
+        Source::DockerArchive(p) | Source::OciArchive(p) => {
+            archive::scan_archive(&m, &p, unpack::BOUNDS)
+        }
+        Source::Daemon(_) | Source::Registry(_) => unreachable!("read elsewhere"),
+    })
+    .await
+    .map_err(|source| BuilderError::ScanStopped {
+        image: image.to_string(),
+        source,
+    })?
+    .map_err(|source| BuilderError::Read {
+        image: image.to_string(),
+        source,
+    })?;
+    let id = scan.id.clone().unwrap_or_default();
+    Ok(report(image, id, Vec::new(), &scan, &matcher))
 }
 
 /// Audits one image: its inspection, its history, and every file of its
@@ -296,10 +352,22 @@ pub async fn audit_image(
             image: image.to_string(),
             source,
         })?;
-    for (form, location) in scan.locations(&matcher) {
+    Ok(report(image, id, findings, &scan, &matcher))
+}
+
+/// The report of one image: `findings` from its inspection and history,
+/// and what the search of its layers and files found.
+fn report(
+    image: &str,
+    id: String,
+    mut findings: Vec<Finding>,
+    scan: &archive::ArchiveScan,
+    matcher: &Matcher,
+) -> ImageReport {
+    for (form, location) in scan.locations(matcher) {
         findings.push(Finding::new(form, location));
     }
-    let incomplete = scan.incomplete(&matcher);
+    let incomplete = scan.incomplete(matcher);
     let mut notes = scan.notes.clone();
     if !matcher.skipped.is_empty() {
         notes.push(format!(
@@ -307,7 +375,7 @@ pub async fn audit_image(
             matcher.skipped.join(", ")
         ));
     }
-    Ok(ImageReport {
+    ImageReport {
         image: image.to_string(),
         id,
         verdict: if !findings.is_empty() {
@@ -321,7 +389,7 @@ pub async fn audit_image(
         incomplete,
         notes,
         export_bytes: scan.bytes,
-    })
+    }
 }
 
 fn walk_strings(v: &serde_json::Value, path: String, f: &mut dyn FnMut(String, &str)) {
@@ -397,10 +465,13 @@ const TABLE_ROWS: usize = 40;
 pub fn table(reports: &[ImageReport]) -> String {
     let mut out = String::new();
     for r in reports {
-        let short = r.id.trim_start_matches("sha256:").get(..12).unwrap_or("");
+        let short = match r.id.trim_start_matches("sha256:").get(..12) {
+            Some(hex) => format!(" ({hex})"),
+            None => String::new(),
+        };
         if r.verdict == "clean" {
             out.push_str(&format!(
-                "{} ({short}): clean, {} MiB searched\n",
+                "{}{short}: clean, {} MiB searched\n",
                 r.image,
                 r.export_bytes >> 20
             ));
@@ -412,7 +483,7 @@ pub fn table(reports: &[ImageReport]) -> String {
                 .count();
             let credentials = r.findings.len() - signatures;
             out.push_str(&format!(
-                "{} ({short}): LEAKS: {credentials} credential and {signatures} \
+                "{}{short}: LEAKS: {credentials} credential and {signatures} \
                  storage-signature findings\n",
                 r.image,
             ));
@@ -431,7 +502,7 @@ pub fn table(reports: &[ImageReport]) -> String {
         }
         if r.findings.is_empty() && !r.incomplete.is_empty() {
             out.push_str(&format!(
-                "{} ({short}): INCOMPLETE: no credentials found, but {} files were not searched through\n",
+                "{}{short}: INCOMPLETE: no credentials found, but {} files were not searched through\n",
                 r.image,
                 r.incomplete.len()
             ));
