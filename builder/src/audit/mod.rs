@@ -153,12 +153,18 @@ pub async fn images_with_tag(docker: &Docker, tag: &str) -> Result<Vec<String>, 
     let suffix = format!(":{tag}");
     let mut out: Vec<String> = images
         .into_iter()
-        .flat_map(|i| i.repo_tags)
+        .flat_map(|i| named(i.repo_tags))
         .filter(|t| t.ends_with(&suffix))
         .collect();
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// An image's tags without the `<none>:<none>` that Docker lists for an
+/// untagged image, which is no reference the daemon takes back.
+fn named(repo_tags: Vec<String>) -> impl Iterator<Item = String> {
+    repo_tags.into_iter().filter(|t| t != "<none>:<none>")
 }
 
 /// Every local image created at or after `since`, by its first tag (or ID
@@ -177,7 +183,7 @@ pub async fn images_created_since(
     let mut out: Vec<String> = images
         .into_iter()
         .filter(|i| i.created >= since)
-        .map(|i| i.repo_tags.into_iter().next().unwrap_or(i.id))
+        .map(|i| named(i.repo_tags).next().unwrap_or(i.id))
         .collect();
     out.sort();
     out.dedup();
@@ -523,6 +529,15 @@ pub fn table(reports: &[ImageReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_untagged_image_is_named_by_its_id_not_by_none() {
+        let tags =
+            |t: &[&str]| named(t.iter().map(|s| s.to_string()).collect()).collect::<Vec<_>>();
+        assert!(tags(&["<none>:<none>"]).is_empty());
+        assert_eq!(tags(&["<none>:<none>", "kolla/base:1"]), ["kolla/base:1"]);
+        assert_eq!(tags(&["kolla/base:1"]), ["kolla/base:1"]);
+    }
 
     #[test]
     fn the_shared_matcher_finds_passwords_as_serde_json_writes_them() {
