@@ -6,6 +6,7 @@ use e2e::docker::Image;
 use e2e::proxy::Scratch;
 use e2e::{leak, PASSWORD, USERNAME};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::process::Command;
 
 const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\n";
@@ -349,11 +350,12 @@ fn a_decompression_bomb_makes_the_audit_incomplete_not_clean() {
     assert_eq!(json[0]["verdict"], "incomplete");
 }
 
-#[test]
-fn docker_archives_are_audited_without_the_daemon() {
+/// An image with the password in /etc/pulp/secret (and `extra` Dockerfile
+/// lines), saved to `image.tar` in the scratch directory it returns.
+fn saved(name: &str, extra: &str) -> (Image, Scratch, PathBuf) {
     let image = Image::build(
-        &tag("archive"),
-        &format!("{BASE}COPY s /etc/pulp/secret\nENV X=\"{PASSWORD}\"\n"),
+        &tag(name),
+        &format!("{BASE}COPY s /etc/pulp/secret\n{extra}"),
         &[("s", format!("{PASSWORD}\n").as_bytes())],
         &[],
     );
@@ -366,6 +368,21 @@ fn docker_archives_are_audited_without_the_daemon() {
             .arg(&image.tag),
     );
     assert!(out.status.success(), "docker save: {out:?}");
+    (image, s, tar)
+}
+
+fn assert_secret_file_found(arg: &str, found: &[(String, Value)]) {
+    assert!(
+        found.iter().any(|(form, loc)| form == "password"
+            && loc["kind"] == "layer"
+            && loc["path"] == "etc/pulp/secret"),
+        "{arg}: {found:?}"
+    );
+}
+
+#[test]
+fn docker_archives_are_audited_without_the_daemon() {
+    let (_image, s, tar) = saved("archive", &format!("ENV X=\"{PASSWORD}\"\n"));
     let gz_tar = s.path("image.tar.gz");
     std::fs::write(&gz_tar, gz(&std::fs::read(&tar).unwrap())).unwrap();
     for path in [&tar, &gz_tar] {
@@ -373,12 +390,7 @@ fn docker_archives_are_audited_without_the_daemon() {
         let (code, json, stderr) = audit(&[&arg]);
         assert_eq!(code, 1, "{arg}: {stderr} {json}");
         let found = findings(&json[0]);
-        assert!(
-            found.iter().any(|(form, loc)| form == "password"
-                && loc["kind"] == "layer"
-                && loc["path"] == "etc/pulp/secret"),
-            "{arg}: {found:?}"
-        );
+        assert_secret_file_found(&arg, &found);
         assert!(
             found
                 .iter()
@@ -396,21 +408,7 @@ fn docker_archives_are_audited_without_the_daemon() {
 /// sees into.
 #[test]
 fn oci_layouts_with_zstd_layers_are_audited() {
-    let image = Image::build(
-        &tag("oci"),
-        &format!("{BASE}COPY s /etc/pulp/secret\n"),
-        &[("s", format!("{PASSWORD}\n").as_bytes())],
-        &[],
-    );
-    let s = Scratch::new();
-    let tar = s.path("image.tar");
-    let out = e2e::output(
-        Command::new("docker")
-            .args(["save", "-o"])
-            .arg(&tar)
-            .arg(&image.tag),
-    );
-    assert!(out.status.success(), "docker save: {out:?}");
+    let (_image, s, tar) = saved("oci", "");
     let archive = format!("oci-archive:{}", s.path("oci.tar").display());
     let dir = format!("oci:{}", s.path("oci").display());
     for dest in [&archive, &dir] {
@@ -441,12 +439,7 @@ fn oci_layouts_with_zstd_layers_are_audited() {
         let (code, json, stderr) = audit(&[arg]);
         assert_eq!(code, 1, "{arg}: {stderr} {json}");
         let found = findings(&json[0]);
-        assert!(
-            found.iter().any(|(form, loc)| form == "password"
-                && loc["kind"] == "layer"
-                && loc["path"] == "etc/pulp/secret"),
-            "{arg}: {found:?}"
-        );
+        assert_secret_file_found(arg, &found);
     }
     let (code, _, stderr) = audit(&[&format!("oci:{}", s.path("image.tar").display())]);
     assert_eq!(code, 2, "{stderr}");
