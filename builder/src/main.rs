@@ -224,7 +224,8 @@ async fn build_command(
         return Ok(exit::TOOL_FAILED);
     }
     if let (Some(allow_incomplete), Some(matcher)) = (audit, matcher) {
-        let reports = audit::audit_images(Some(&docker), &images, &matcher).await?;
+        let images = audit::local(images);
+        let reports = audit::audit_images(Some(&docker), images, &matcher).await?;
         print!("{}", audit::table(&reports));
         let code = audit::exit_code(&reports, allow_incomplete);
         match code {
@@ -246,22 +247,26 @@ async fn audit_command(
     json: bool,
     allow_incomplete: bool,
     tag: Option<String>,
-    mut images: Vec<String>,
+    images: Vec<String>,
 ) -> Result<u8, BuilderError> {
     let matcher = matcher(config)?;
+    let mut sources = audit::sources(&images)?;
     // Archives and layout directories are read without the daemon.
-    let docker = if tag.is_some() || audit::needs_daemon(&images)? {
+    let from_daemon =
+        |(_, s): &(String, audit::source::Source)| matches!(s, audit::source::Source::Daemon(_));
+    let docker = if tag.is_some() || sources.iter().any(from_daemon) {
         Some(audit::docker().await?)
     } else {
         None
     };
     if let (Some(tag), Some(docker)) = (&tag, &docker) {
-        images.extend(audit::images_with_tag(docker, tag).await?);
+        let tagged = audit::images_with_tag(docker, tag).await?;
+        sources.extend(audit::local(tagged));
     }
-    if images.is_empty() {
+    if sources.is_empty() {
         return Err(BuilderError::NothingToAudit);
     }
-    let reports = audit::audit_images(docker.as_ref(), &images, &matcher).await?;
+    let reports = audit::audit_images(docker.as_ref(), sources, &matcher).await?;
     if json {
         let text = serde_json::to_string_pretty(&reports).map_err(|source| BuilderError::Json {
             what: "the audit report".into(),

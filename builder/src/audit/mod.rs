@@ -206,26 +206,33 @@ pub async fn image_sizes(
     Ok(out)
 }
 
-/// Whether any of `images` is read through the Docker daemon.
-pub fn needs_daemon(images: &[String]) -> Result<bool, BuilderError> {
-    for image in images {
-        if let source::Source::Daemon(_) = source::Source::parse(image)? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Reads every IMAGE argument before anything is read, so a mistake in the
+/// last one is reported before the first is audited.
+pub fn sources(images: &[String]) -> Result<Vec<(String, source::Source)>, BuilderError> {
+    images
+        .iter()
+        .map(|i| Ok((i.clone(), source::Source::parse(i)?)))
+        .collect()
+}
+
+/// Images the daemon listed, to audit from it.
+pub fn local(images: Vec<String>) -> Vec<(String, source::Source)> {
+    images
+        .into_iter()
+        .map(|i| (i.clone(), source::Source::Daemon(i)))
+        .collect()
 }
 
 /// Audits each image in turn; `docker` is needed for local images.
 pub async fn audit_images(
     docker: Option<&Docker>,
-    images: &[String],
+    images: Vec<(String, source::Source)>,
     matcher: &Arc<Matcher>,
 ) -> Result<Vec<ImageReport>, BuilderError> {
     use source::Source;
     let mut reports = Vec::with_capacity(images.len());
-    for image in images {
-        let report = match (Source::parse(image)?, docker) {
+    for (image, source) in images {
+        let report = match (source, docker) {
             (Source::Daemon(name), Some(docker)) => {
                 audit_image(docker, &name, matcher.clone()).await?
             }
@@ -239,39 +246,53 @@ pub async fn audit_images(
                     "audit {image}: registry images are not read yet; copy it with `skopeo copy {image} oci:DIR` and audit oci:DIR"
                 )))
             }
-            (file, _) => audit_file(image, file, matcher.clone()).await?,
+            (Source::OciDir(dir), _) => {
+                audit_file(&image, matcher, move |m| {
+                    archive::scan_dir(m, &dir, unpack::BOUNDS)
+                })
+                .await?
+            }
+            (Source::DockerArchive(path) | Source::OciArchive(path), _) => {
+                audit_file(&image, matcher, move |m| {
+                    archive::scan_archive(m, &path, unpack::BOUNDS)
+                })
+                .await?
+            }
         };
         reports.push(report);
     }
     Ok(reports)
 }
 
-/// Audits an archive or layout directory.
+/// Audits an archive or layout directory with `scan`, off the runtime.
 async fn audit_file(
     image: &str,
-    source: source::Source,
-    matcher: Arc<Matcher>,
+    matcher: &Arc<Matcher>,
+    scan: impl FnOnce(&Matcher) -> std::io::Result<archive::ArchiveScan> + Send + 'static,
 ) -> Result<ImageReport, BuilderError> {
-    use source::Source;
     let m = matcher.clone();
-    let scan = tokio::task::spawn_blocking(move || match source {
-        Source::OciDir(dir) => archive::scan_dir(&m, &dir, unpack::BOUNDS),
-        Source::DockerArchive(p) | Source::OciArchive(p) => {
-            archive::scan_archive(&m, &p, unpack::BOUNDS)
-        }
-        Source::Daemon(_) | Source::Registry(_) => unreachable!("read elsewhere"),
-    })
-    .await
-    .map_err(|source| BuilderError::ScanStopped {
-        image: image.to_string(),
-        source,
-    })?
-    .map_err(|source| BuilderError::Read {
-        image: image.to_string(),
-        source,
-    })?;
+    let scan = joined(
+        image,
+        tokio::task::spawn_blocking(move || scan(&m)),
+        |image, source| BuilderError::Read { image, source },
+    )
+    .await?;
     let id = scan.id.clone().unwrap_or_default();
-    Ok(report(image, id, Vec::new(), &scan, &matcher))
+    Ok(report(image, id, Vec::new(), &scan, matcher))
+}
+
+/// The scan a blocking task made, its I/O error made one of ours by `failed`.
+async fn joined(
+    image: &str,
+    task: tokio::task::JoinHandle<std::io::Result<archive::ArchiveScan>>,
+    failed: fn(String, std::io::Error) -> BuilderError,
+) -> Result<archive::ArchiveScan, BuilderError> {
+    task.await
+        .map_err(|source| BuilderError::ScanStopped {
+            image: image.to_string(),
+            source,
+        })?
+        .map_err(|source| failed(image.to_string(), source))
 }
 
 /// Audits one image: its inspection, its history, and every file of its
@@ -348,16 +369,11 @@ pub async fn audit_image(
         }
     }
     drop(tx);
-    let scan = scanner
-        .await
-        .map_err(|source| BuilderError::ScanStopped {
-            image: image.to_string(),
-            source,
-        })?
-        .map_err(|source| BuilderError::Export {
-            image: image.to_string(),
-            source,
-        })?;
+    let scan = joined(image, scanner, |image, source| BuilderError::Export {
+        image,
+        source,
+    })
+    .await?;
     Ok(report(image, id, findings, &scan, &matcher))
 }
 
