@@ -138,21 +138,21 @@ fn every_leak_channel_is_reported_where_it_is() {
             dockerfile: format!("{BASE}ENV PULP_PASSWORD=\"{PASSWORD}\"\n"),
             files: vec![],
             args: vec![],
-            expect: ("password", "config", "Config.Env["),
+            expect: ("password", "config", "config.Env["),
         },
         Channel {
             name: "label",
             dockerfile: format!("{BASE}LABEL creds=\"{USERNAME}:{PASSWORD}\"\n"),
             files: vec![],
             args: vec![],
-            expect: ("user:password", "config", "Config.Labels.creds"),
+            expect: ("user:password", "config", "config.Labels.creds"),
         },
         Channel {
             name: "arg",
             dockerfile: format!("{BASE}ARG PULP_PASS\nRUN [\"/bin/busybox\", \"true\"]\n"),
             files: vec![],
             args: vec![("PULP_PASS", PASSWORD.to_string())],
-            expect: ("password", "history", "CreatedBy"),
+            expect: ("password", "history", "created_by"),
         },
         Channel {
             name: "file",
@@ -228,7 +228,7 @@ fn every_leak_channel_is_reported_where_it_is() {
             dockerfile: format!("{BASE}ENV BLOB=\"{SAS_URL}\"\n"),
             files: vec![],
             args: vec![],
-            expect: ("Azure SAS sig= with se=", "config", "Config.Env["),
+            expect: ("Azure SAS sig= with se=", "config", "config.Env["),
         },
         Channel {
             name: "gz",
@@ -392,9 +392,11 @@ fn docker_archives_are_audited_without_the_daemon() {
         let found = findings(&json[0]);
         assert_secret_file_found(&arg, &found);
         assert!(
-            found
-                .iter()
-                .any(|(form, loc)| form == "password" && loc["kind"] == "export"),
+            found.iter().any(|(form, loc)| form == "password"
+                && loc["kind"] == "config"
+                && loc["field"]
+                    .as_str()
+                    .is_some_and(|f| f.starts_with("config.Env["))),
             "{arg}: the config's Env: {found:?}"
         );
     }
@@ -474,7 +476,7 @@ fn audit_by_tag_and_human_table() {
         text.contains(&format!("pap-audit-tag-b:{t}")) && text.contains("clean"),
         "{text}"
     );
-    assert!(text.contains("config Config.Env["), "{text}");
+    assert!(text.contains("config config.Env["), "{text}");
     leak::assert_clean("the audit table", text.as_bytes());
 }
 

@@ -6,6 +6,7 @@
 //! inside hold. Nothing is written to disk but a spooled zip, and no
 //! layer is held in memory.
 
+use super::config::{self, Json};
 use super::scan::scan_reader;
 use super::unpack::{At, Bounds, Incomplete, Kind, RawFinding, Walker};
 use super::Location;
@@ -24,6 +25,8 @@ const SMALL_JSON: u64 = 4 << 20;
 pub struct ArchiveScan {
     /// Every match, with layers still named by their export entry.
     pub findings: Vec<RawFinding>,
+    /// Forms in the image config and its legacy copies, by field.
+    pub fields: Vec<(&'static str, Location)>,
     /// Remarks on files that could not be read as what they looked like.
     pub notes: Vec<String>,
     /// What a bound kept from being searched.
@@ -59,6 +62,7 @@ impl ArchiveScan {
                 };
                 (f.form, loc)
             })
+            .chain(self.fields.iter().cloned())
             .collect()
     }
 
@@ -201,6 +205,21 @@ impl<'m> Export<'m> {
         self.out.incomplete = self.walker.incomplete;
         self.out.digests = digests(&self.jsons);
         self.out.id = image_id(&self.jsons);
+        let mut names: Vec<&String> = self.jsons.keys().collect();
+        names.sort();
+        for name in names {
+            let (Json::Image(map) | Json::LegacyLayer(map)) = Json::read(&self.jsons[name]) else {
+                continue;
+            };
+            let fields = config::findings(self.matcher, &map);
+            let raw = |f: &RawFinding| f.path.is_none() && f.entry == *name;
+            // A form the bytes hold that no field does (a duplicate key
+            // JSON readers drop) stays reported by its offset.
+            if !fields.is_empty() || !self.out.findings.iter().any(raw) {
+                self.out.findings.retain(|f| !raw(f));
+                self.out.fields.extend(fields);
+            }
+        }
         self.out
     }
 }
@@ -318,12 +337,19 @@ mod tests {
             ("var/log/x.gz", &inner_gz),
             ("etc/.wh.a.conf", b""),
         ]));
-        let config = br#"{"rootfs":{"diff_ids":["sha256:aaa","sha256:bbb"]}}"#;
+        let env = serde_json::json!({ "Env": [format!("X={PW}")] });
+        let config = serde_json::json!({
+            "rootfs": { "diff_ids": ["sha256:aaa", "sha256:bbb"] },
+            "config": env,
+        })
+        .to_string();
+        let legacy_copy = serde_json::json!({ "id": "l2", "config": env }).to_string();
         let manifest = br#"[{"Config":"cfg.json","Layers":["l1/layer.tar","l2/layer.tar"]}]"#;
         let export = layer(&[
             ("l1/layer.tar", &l1),
             ("l2/layer.tar", &l2),
-            ("cfg.json", config),
+            ("l2/json", legacy_copy.as_bytes()),
+            ("cfg.json", config.as_bytes()),
             ("manifest.json", manifest),
         ]);
         let scan = scan_export(&m, export.as_slice(), super::super::unpack::BOUNDS).unwrap();
@@ -347,6 +373,17 @@ mod tests {
             ),
             "{locs:?}"
         );
-        assert_eq!(locs.len(), 2, "{locs:?}");
+        let env = Location::Config {
+            field: "config.Env[0]".into(),
+        };
+        // The config and its legacy copy, each by field, not by offset.
+        assert_eq!(
+            locs.iter()
+                .filter(|(f, l)| *f == "password" && *l == env)
+                .count(),
+            2,
+            "{locs:?}"
+        );
+        assert_eq!(locs.len(), 4, "{locs:?}");
     }
 }

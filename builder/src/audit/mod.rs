@@ -6,6 +6,7 @@
 //! it was found.
 
 pub mod archive;
+pub mod config;
 pub mod scan;
 pub mod source;
 pub mod unpack;
@@ -20,20 +21,20 @@ use patterns::Matcher;
 use std::sync::Arc;
 
 /// Where a form was found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Location {
-    /// A field of the image inspection (config, container config, ...).
+    /// A field of the image config (what `docker inspect` shows).
     Config {
-        /// JSON path, e.g. `Config.Env[1]`.
+        /// JSON path in the image config, e.g. `config.Env[1]`.
         field: String,
     },
-    /// A build history entry (`CreatedBy`, where ARG values and RUN lines
-    /// land, or `Comment`).
+    /// A build history entry (`created_by`, where ARG values and RUN lines
+    /// land, or `comment`).
     History {
         /// Index as `docker history` lists it (0 is the newest).
         index: usize,
-        /// `CreatedBy` or `Comment`.
+        /// The entry's field, e.g. `created_by`.
         field: String,
     },
     /// A file in a layer.
@@ -97,6 +98,9 @@ pub struct Finding {
     pub form: &'static str,
     /// The config field, history entry or layer file that holds it.
     pub location: Location,
+    /// How many copies of the export hold it there (a legacy export keeps
+    /// a copy of the config per layer).
+    pub copies: usize,
 }
 
 impl Finding {
@@ -111,6 +115,7 @@ impl Finding {
             class,
             form,
             location,
+            copies: 1,
         }
     }
 }
@@ -278,7 +283,7 @@ async fn audit_file(
     )
     .await?;
     let id = scan.id.clone().unwrap_or_default();
-    Ok(report(image, id, Vec::new(), &scan, matcher))
+    Ok(report(image, id, &scan, matcher))
 }
 
 /// The scan a blocking task made, its I/O error made one of ours by `failed`.
@@ -311,41 +316,8 @@ pub async fn audit_image(
         other => BuilderError::Docker(other),
     })?;
     let id = inspect.id.clone().unwrap_or_default();
-    let mut findings = Vec::new();
-
-    let value = serde_json::to_value(&inspect).map_err(|source| BuilderError::Json {
-        what: format!("the inspection of {image}"),
-        source,
-    })?;
-    walk_strings(&value, String::new(), &mut |path, text| {
-        for (form, _, _) in matcher.find_all(text.as_bytes()) {
-            findings.push(Finding::new(
-                form,
-                Location::Config {
-                    field: matcher.redact(&path),
-                },
-            ));
-        }
-    });
-
-    let history = docker
-        .image_history(image)
-        .await
-        .map_err(BuilderError::Docker)?;
-    for (index, item) in history.iter().enumerate() {
-        for (field, text) in [("CreatedBy", &item.created_by), ("Comment", &item.comment)] {
-            for (form, _, _) in matcher.find_all(text.as_bytes()) {
-                findings.push(Finding::new(
-                    form,
-                    Location::History {
-                        index,
-                        field: field.to_string(),
-                    },
-                ));
-            }
-        }
-    }
-
+    // The config and history are searched in the export's image config,
+    // which is what `inspect` and `history` show and what is pushed.
     // The export streams through a bounded channel into a blocking reader,
     // so at most a few chunks are in memory at a time.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
@@ -374,20 +346,23 @@ pub async fn audit_image(
         source,
     })
     .await?;
-    Ok(report(image, id, findings, &scan, &matcher))
+    Ok(report(image, id, &scan, &matcher))
 }
 
-/// The report of one image: `findings` from its inspection and history,
-/// and what the search of its layers and files found.
-fn report(
-    image: &str,
-    id: String,
-    mut findings: Vec<Finding>,
-    scan: &archive::ArchiveScan,
-    matcher: &Matcher,
-) -> ImageReport {
+/// The report of one image from the search of its export; a finding the
+/// export holds in several copies (the config and a legacy export's
+/// per-layer copies of it) is one finding.
+fn report(image: &str, id: String, scan: &archive::ArchiveScan, matcher: &Matcher) -> ImageReport {
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut seen: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
     for (form, location) in scan.locations(matcher) {
-        findings.push(Finding::new(form, location));
+        match seen.entry((form, location.clone())) {
+            std::collections::hash_map::Entry::Occupied(i) => findings[*i.get()].copies += 1,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(findings.len());
+                findings.push(Finding::new(form, location));
+            }
+        }
     }
     let incomplete = scan.incomplete(matcher);
     let mut notes = scan.notes.clone();
@@ -411,36 +386,6 @@ fn report(
         incomplete,
         notes,
         export_bytes: scan.bytes,
-    }
-}
-
-fn walk_strings(v: &serde_json::Value, path: String, f: &mut dyn FnMut(String, &str)) {
-    match v {
-        serde_json::Value::String(s) => f(path, s),
-        serde_json::Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                walk_strings(item, format!("{path}[{i}]"), f);
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for (k, item) in map {
-                // Keys are content too (Labels, ExposedPorts).
-                f(
-                    format!("{path}{}{k} (key)", if path.is_empty() { "" } else { "." }),
-                    k,
-                );
-                walk_strings(
-                    item,
-                    if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    },
-                    f,
-                );
-            }
-        }
-        _ => {}
     }
 }
 
@@ -510,8 +455,12 @@ pub fn table(reports: &[ImageReport]) -> String {
                 r.image,
             ));
             for f in r.findings.iter().take(TABLE_ROWS) {
+                let copies = match f.copies {
+                    1 => String::new(),
+                    n => format!(" ({n} copies)"),
+                };
                 out.push_str(&format!(
-                    "  {:<17} {:<32} {}\n",
+                    "  {:<17} {:<32} {}{copies}\n",
                     f.class, f.form, f.location
                 ));
             }
@@ -553,6 +502,26 @@ mod tests {
         assert!(tags(&["<none>:<none>"]).is_empty());
         assert_eq!(tags(&["<none>:<none>", "kolla/base:1"]), ["kolla/base:1"]);
         assert_eq!(tags(&["kolla/base:1"]), ["kolla/base:1"]);
+    }
+
+    #[test]
+    fn copies_of_one_finding_are_one_row_that_counts_them() {
+        let m = Matcher::new("ci-user", "fake pass:@/%+ word");
+        let env = Location::Config {
+            field: "config.Env[0]".into(),
+        };
+        let scan = archive::ArchiveScan {
+            fields: vec![
+                ("password", env.clone()),
+                ("password", env.clone()),
+                ("user:password", env.clone()),
+            ],
+            ..Default::default()
+        };
+        let r = report("img", String::new(), &scan, &m);
+        let rows: Vec<_> = r.findings.iter().map(|f| (f.form, f.copies)).collect();
+        assert_eq!(rows, [("password", 2), ("user:password", 1)]);
+        assert!(table(&[r]).contains("config config.Env[0] (2 copies)"));
     }
 
     #[test]
