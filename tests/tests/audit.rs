@@ -380,6 +380,18 @@ fn assert_secret_file_found(arg: &str, found: &[(String, Value)]) {
     );
 }
 
+/// The image config is read by field in every form, not as bytes.
+fn assert_config_env_found(arg: &str, found: &[(String, Value)]) {
+    assert!(
+        found.iter().any(|(form, loc)| form == "password"
+            && loc["kind"] == "config"
+            && loc["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("config.Env["))),
+        "{arg}: the config's Env: {found:?}"
+    );
+}
+
 #[test]
 fn docker_archives_are_audited_without_the_daemon() {
     let (_image, s, tar) = saved("archive", &format!("ENV X=\"{PASSWORD}\"\n"));
@@ -391,14 +403,7 @@ fn docker_archives_are_audited_without_the_daemon() {
         assert_eq!(code, 1, "{arg}: {stderr} {json}");
         let found = findings(&json[0]);
         assert_secret_file_found(&arg, &found);
-        assert!(
-            found.iter().any(|(form, loc)| form == "password"
-                && loc["kind"] == "config"
-                && loc["field"]
-                    .as_str()
-                    .is_some_and(|f| f.starts_with("config.Env["))),
-            "{arg}: the config's Env: {found:?}"
-        );
+        assert_config_env_found(&arg, &found);
     }
     let (code, _, stderr) = audit(&[&format!("docker-archive:{}", s.path("nope.tar").display())]);
     assert_eq!(code, 2);
@@ -410,7 +415,7 @@ fn docker_archives_are_audited_without_the_daemon() {
 /// sees into.
 #[test]
 fn oci_layouts_with_zstd_layers_are_audited() {
-    let (_image, s, tar) = saved("oci", "");
+    let (_image, s, tar) = saved("oci", &format!("ENV X=\"{PASSWORD}\"\n"));
     let archive = format!("oci-archive:{}", s.path("oci.tar").display());
     let dir = format!("oci:{}", s.path("oci").display());
     for dest in [&archive, &dir] {
@@ -442,6 +447,7 @@ fn oci_layouts_with_zstd_layers_are_audited() {
         assert_eq!(code, 1, "{arg}: {stderr} {json}");
         let found = findings(&json[0]);
         assert_secret_file_found(arg, &found);
+        assert_config_env_found(arg, &found);
     }
     let (code, _, stderr) = audit(&[&format!("oci:{}", s.path("image.tar").display())]);
     assert_eq!(code, 2, "{stderr}");
