@@ -134,6 +134,18 @@ fn matcher(config: &Config) -> Result<Arc<audit::patterns::Matcher>, BuilderErro
     ))
 }
 
+/// How the audit searches: the proxy's URL (from `[proxy]`, when the file
+/// has it) is looked for in the images' repository files.
+fn audit_options(config: &Config) -> audit::archive::Options {
+    audit::archive::Options {
+        bounds: audit::unpack::BOUNDS,
+        proxy: config
+            .proxy
+            .as_ref()
+            .map(|p| pulp_auth_config::http_url(p.listen.socket_addr())),
+    }
+}
+
 async fn build_command(
     config: &Config,
     req: &build::Request,
@@ -225,7 +237,8 @@ async fn build_command(
     }
     if let (Some(allow_incomplete), Some(matcher)) = (audit, matcher) {
         let images = audit::local(images);
-        let reports = audit::audit_images(Some(&docker), images, &matcher).await?;
+        let reports =
+            audit::audit_images(Some(&docker), images, &matcher, &audit_options(config)).await?;
         print!("{}", audit::table(&reports));
         let code = audit::exit_code(&reports, allow_incomplete);
         match code {
@@ -266,7 +279,8 @@ async fn audit_command(
     if sources.is_empty() {
         return Err(BuilderError::NothingToAudit);
     }
-    let reports = audit::audit_images(docker.as_ref(), sources, &matcher).await?;
+    let reports =
+        audit::audit_images(docker.as_ref(), sources, &matcher, &audit_options(config)).await?;
     if json {
         let text = serde_json::to_string_pretty(&reports).map_err(|source| BuilderError::Json {
             what: "the audit report".into(),

@@ -7,6 +7,7 @@
 //! layer is held in memory.
 
 use super::config::{self, Json};
+use super::repos::{self, ProxyLeft};
 use super::scan::scan_reader;
 use super::unpack::{At, Bounds, Incomplete, Kind, RawFinding, Walker};
 use super::Location;
@@ -20,6 +21,16 @@ use std::path::Path;
 /// layer entries to their digests at the end.
 const SMALL_JSON: u64 = 4 << 20;
 
+/// How to search: the bounds, and the proxy's URL to look for in
+/// repository files (none: not looked for).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bounds on nesting and decompression.
+    pub bounds: Bounds,
+    /// The proxy's URL, as builds were pointed at it.
+    pub proxy: Option<String>,
+}
+
 /// Everything found in one export.
 #[derive(Debug, Default)]
 pub struct ArchiveScan {
@@ -27,6 +38,8 @@ pub struct ArchiveScan {
     pub findings: Vec<RawFinding>,
     /// Forms in the image config and its legacy copies, by field.
     pub fields: Vec<(&'static str, Location)>,
+    /// Repository files of the finished image that name the proxy.
+    pub proxy_left: Vec<ProxyLeft>,
     /// Remarks on files that could not be read as what they looked like.
     pub notes: Vec<String>,
     /// What a bound kept from being searched.
@@ -77,10 +90,28 @@ impl ArchiveScan {
             .collect()
     }
 
+    /// Repository files that name the proxy, with layers named by digest.
+    pub fn proxy_left(&self, matcher: &Matcher) -> Vec<ProxyLeft> {
+        self.proxy_left
+            .iter()
+            .map(|l| ProxyLeft {
+                layer: self.layer_name(matcher, &l.layer),
+                path: matcher.redact(&l.path),
+            })
+            .collect()
+    }
+
+    /// A layer's digest: its diff ID in a legacy export, its blob's digest
+    /// in an OCI layout (blobs are named by it).
     fn layer_name(&self, matcher: &Matcher, entry: &str) -> String {
+        let blob = || {
+            let (alg, hex) = entry.strip_prefix("blobs/")?.split_once('/')?;
+            Some(format!("{alg}:{hex}"))
+        };
         self.digests
             .get(entry)
             .cloned()
+            .or_else(blob)
             .unwrap_or_else(|| matcher.redact(entry))
     }
 }
@@ -91,9 +122,9 @@ impl ArchiveScan {
 pub fn scan_export(
     matcher: &Matcher,
     reader: impl Read,
-    bounds: Bounds,
+    opts: &Options,
 ) -> io::Result<ArchiveScan> {
-    let mut export = Export::new(matcher, bounds);
+    let mut export = Export::new(matcher, opts);
     let mut outer = tar::Archive::new(export.walker.watch(reader));
     for entry in outer.entries()? {
         let mut entry = entry?;
@@ -108,27 +139,27 @@ pub fn scan_export(
 
 /// Searches an archive file: a `docker save` tar (also gzip, zstd, xz or
 /// bzip2 compressed, as operators keep them) or an OCI layout tar.
-pub fn scan_archive(matcher: &Matcher, path: &Path, bounds: Bounds) -> io::Result<ArchiveScan> {
+pub fn scan_archive(matcher: &Matcher, path: &Path, opts: &Options) -> io::Result<ArchiveScan> {
     let mut file = io::BufReader::new(fs::File::open(path)?);
     let (head, n) = peek(&mut file)?;
     let body = Cursor::new(head[..n].to_vec()).chain(file);
     match Kind::sniff(&head[..n]) {
-        Kind::Gzip => scan_export(matcher, flate2::read::MultiGzDecoder::new(body), bounds),
-        Kind::Zstd => scan_export(matcher, zstd::stream::read::Decoder::new(body)?, bounds),
+        Kind::Gzip => scan_export(matcher, flate2::read::MultiGzDecoder::new(body), opts),
+        Kind::Zstd => scan_export(matcher, zstd::stream::read::Decoder::new(body)?, opts),
         Kind::Xz => scan_export(
             matcher,
             liblzma::read::XzDecoder::new_multi_decoder(body),
-            bounds,
+            opts,
         ),
-        Kind::Bzip2 => scan_export(matcher, bzip2::read::MultiBzDecoder::new(body), bounds),
-        _ => scan_export(matcher, body, bounds),
+        Kind::Bzip2 => scan_export(matcher, bzip2::read::MultiBzDecoder::new(body), opts),
+        _ => scan_export(matcher, body, opts),
     }
 }
 
 /// Searches an OCI layout directory: `index.json`, `oci-layout` and every
 /// blob, as the same entries its tar would hold.
-pub fn scan_dir(matcher: &Matcher, dir: &Path, bounds: Bounds) -> io::Result<ArchiveScan> {
-    let mut export = Export::new(matcher, bounds);
+pub fn scan_dir(matcher: &Matcher, dir: &Path, opts: &Options) -> io::Result<ArchiveScan> {
+    let mut export = Export::new(matcher, opts);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let mut entries: Vec<_> = fs::read_dir(&d)?.collect::<Result<_, _>>()?;
@@ -163,12 +194,12 @@ struct Export<'m> {
 }
 
 impl<'m> Export<'m> {
-    fn new(matcher: &'m Matcher, bounds: Bounds) -> Self {
+    fn new(matcher: &'m Matcher, opts: &Options) -> Self {
         Export {
             matcher,
             out: ArchiveScan::default(),
             jsons: HashMap::new(),
-            walker: Walker::new(matcher, None, bounds),
+            walker: Walker::new(matcher, opts.proxy.clone(), opts.bounds),
         }
     }
 
@@ -203,6 +234,7 @@ impl<'m> Export<'m> {
         self.out.findings.append(&mut self.walker.findings);
         self.out.notes = self.walker.notes;
         self.out.incomplete = self.walker.incomplete;
+        self.out.proxy_left = repos::proxy_left(&self.walker.repos, &layer_orders(&self.jsons));
         self.out.digests = digests(&self.jsons);
         self.out.id = image_id(&self.jsons);
         let mut names: Vec<&String> = self.jsons.keys().collect();
@@ -251,6 +283,44 @@ fn image_id(jsons: &HashMap<String, Vec<u8>>) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Each image's layer entries, lowest first: from manifest.json (`docker
+/// save`), else from every OCI image manifest (an OCI layout).
+fn layer_orders(jsons: &HashMap<String, Vec<u8>>) -> Vec<Vec<String>> {
+    let strings = |v: &serde_json::Value, key: &str, field: Option<&str>| -> Vec<String> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| field.map_or(l, |f| &l[f]).as_str())
+            .map(|l| match l.strip_prefix("sha256:") {
+                Some(hex) if field.is_some() => format!("blobs/sha256/{hex}"),
+                _ => l.to_string(),
+            })
+            .collect()
+    };
+    let parsed = |name: &String| serde_json::from_slice::<serde_json::Value>(&jsons[name]).ok();
+    if let Some(manifest) = jsons
+        .keys()
+        .find(|k| *k == "manifest.json")
+        .and_then(parsed)
+    {
+        return manifest
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|image| strings(image, "Layers", None))
+            .collect();
+    }
+    let mut names: Vec<&String> = jsons.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(parsed)
+        .filter(|v| v["layers"].is_array() && v["config"].is_object())
+        .map(|m| strings(&m, "layers", Some("digest")))
+        .collect()
 }
 
 /// Maps layer entries to digests: OCI blobs are named by digest; legacy
@@ -352,7 +422,11 @@ mod tests {
             ("cfg.json", config.as_bytes()),
             ("manifest.json", manifest),
         ]);
-        let scan = scan_export(&m, export.as_slice(), super::super::unpack::BOUNDS).unwrap();
+        let opts = Options {
+            bounds: super::super::unpack::BOUNDS,
+            proxy: None,
+        };
+        let scan = scan_export(&m, export.as_slice(), &opts).unwrap();
         let locs = scan.locations(&m);
         assert!(
             locs.iter().any(|(f, l)| *f == "password"

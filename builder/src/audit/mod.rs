@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod config;
+pub mod repos;
 pub mod scan;
 pub mod source;
 pub mod unpack;
@@ -39,7 +40,8 @@ pub enum Location {
     },
     /// A file in a layer.
     Layer {
-        /// Layer digest (diff ID).
+        /// Layer digest: the diff ID in a legacy export, the blob's digest
+        /// in an OCI layout.
         layer: String,
         /// Path inside the layer.
         path: String,
@@ -120,6 +122,18 @@ impl Finding {
     }
 }
 
+/// What the image should not hold and is no secret: a repository file
+/// that still names the proxy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Warning {
+    /// `proxy-url`.
+    pub class: &'static str,
+    /// The layer (digest) that wrote the file.
+    pub layer: String,
+    /// The file's path in the image.
+    pub path: String,
+}
+
 /// The audit of one image.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageReport {
@@ -135,6 +149,9 @@ pub struct ImageReport {
     /// What a bound kept from being searched through, and what was
     /// searched instead.
     pub incomplete: Vec<unpack::Incomplete>,
+    /// Repository files that still name the proxy; they do not change
+    /// the verdict.
+    pub warnings: Vec<Warning>,
     /// Remarks: files that looked compressed and were not, forms too
     /// short to search for.
     pub notes: Vec<String>,
@@ -233,13 +250,14 @@ pub async fn audit_images(
     docker: Option<&Docker>,
     images: Vec<(String, source::Source)>,
     matcher: &Arc<Matcher>,
+    opts: &archive::Options,
 ) -> Result<Vec<ImageReport>, BuilderError> {
     use source::Source;
     let mut reports = Vec::with_capacity(images.len());
     for (image, source) in images {
         let report = match (source, docker) {
             (Source::Daemon(name), Some(docker)) => {
-                audit_image(docker, &name, matcher.clone()).await?
+                audit_image(docker, &name, matcher.clone(), opts).await?
             }
             (Source::Daemon(_), None) => {
                 return Err(BuilderError::Usage(format!(
@@ -252,18 +270,24 @@ pub async fn audit_images(
                 )))
             }
             (Source::OciDir(dir), _) => {
-                audit_file(&image, matcher, move |m| {
-                    archive::scan_dir(m, &dir, unpack::BOUNDS)
-                })
-                .await?
+                let opts = opts.clone();
+                audit_file(&image, matcher, move |m| archive::scan_dir(m, &dir, &opts)).await?
             }
             (Source::DockerArchive(path) | Source::OciArchive(path), _) => {
+                let opts = opts.clone();
                 audit_file(&image, matcher, move |m| {
-                    archive::scan_archive(m, &path, unpack::BOUNDS)
+                    archive::scan_archive(m, &path, &opts)
                 })
                 .await?
             }
         };
+        let mut report = report;
+        if opts.proxy.is_none() {
+            report.notes.push(
+                "the configuration has no [proxy]: repository files were not checked for the proxy's URL"
+                    .into(),
+            );
+        }
         reports.push(report);
     }
     Ok(reports)
@@ -306,6 +330,7 @@ pub async fn audit_image(
     docker: &Docker,
     image: &str,
     matcher: Arc<Matcher>,
+    opts: &archive::Options,
 ) -> Result<ImageReport, BuilderError> {
     let inspect = docker.inspect_image(image).await.map_err(|e| match e {
         bollard::errors::Error::DockerResponseServerError {
@@ -322,6 +347,7 @@ pub async fn audit_image(
     // so at most a few chunks are in memory at a time.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     let m = matcher.clone();
+    let opts = opts.clone();
     let scanner = tokio::task::spawn_blocking(move || {
         archive::scan_export(
             &m,
@@ -329,7 +355,7 @@ pub async fn audit_image(
                 rx,
                 current: bytes::Bytes::new(),
             },
-            unpack::BOUNDS,
+            &opts,
         )
     });
     let mut stream = docker.export_image(image);
@@ -384,6 +410,15 @@ fn report(image: &str, id: String, scan: &archive::ArchiveScan, matcher: &Matche
         },
         findings,
         incomplete,
+        warnings: scan
+            .proxy_left(matcher)
+            .into_iter()
+            .map(|l| Warning {
+                class: "proxy-url",
+                layer: l.layer,
+                path: l.path,
+            })
+            .collect(),
         notes,
         export_bytes: scan.bytes,
     }
@@ -482,6 +517,13 @@ pub fn table(reports: &[ImageReport]) -> String {
             out.push_str(&format!(
                 "  not searched: layer {} /{}: {}\n",
                 i.entry, i.path, i.reason
+            ));
+        }
+        for w in &r.warnings {
+            out.push_str(&format!(
+                "  warning: /{} (layer {}) still names the proxy; what is built FROM this image would fetch through it\n",
+                w.path.trim_start_matches('/'),
+                w.layer
             ));
         }
         for n in &r.notes {
