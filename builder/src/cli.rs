@@ -77,8 +77,12 @@ pub enum Command {
     /// compression ratio) kept a file from being searched through, 2 on
     /// error.
     Audit {
-        /// Print JSON instead of a table.
-        #[arg(long)]
+        /// How to print the report: a table, JSON (the schema is in
+        /// docs/builder.md), or a SARIF 2.1.0 log for CI.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
         /// Exit 0, not 5, when nothing was found but something could not
         /// be searched through (the report still lists it).
@@ -139,4 +143,15 @@ pub enum Net {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// How `ci-builder audit` prints its report.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One row per finding, for people.
+    Table,
+    /// Every report as JSON.
+    Json,
+    /// A SARIF 2.1.0 log.
+    Sarif,
 }

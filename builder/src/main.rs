@@ -40,11 +40,15 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
     }
     match cli.command {
         Command::Audit {
+            format,
             json,
             allow_incomplete,
             tag,
             images,
-        } => audit_command(&config, json, allow_incomplete, tag, images).await,
+        } => {
+            let format = if json { cli::Format::Json } else { format };
+            audit_command(&config, format, allow_incomplete, tag, images).await
+        }
         Command::Build {
             push,
             distro,
@@ -257,7 +261,7 @@ async fn build_command(
 
 async fn audit_command(
     config: &Config,
-    json: bool,
+    format: cli::Format,
     allow_incomplete: bool,
     tag: Option<String>,
     images: Vec<String>,
@@ -281,14 +285,22 @@ async fn audit_command(
     }
     let reports =
         audit::audit_images(docker.as_ref(), sources, &matcher, &audit_options(config)).await?;
-    if json {
-        let text = serde_json::to_string_pretty(&reports).map_err(|source| BuilderError::Json {
-            what: "the audit report".into(),
-            source,
-        })?;
-        println!("{text}");
-    } else {
-        print!("{}", audit::table(&reports));
+    let json = match format {
+        cli::Format::Table => None,
+        cli::Format::Json => Some(serde_json::to_value(&reports)),
+        cli::Format::Sarif => Some(Ok(audit::sarif::log(&reports))),
+    };
+    match json {
+        None => print!("{}", audit::table(&reports)),
+        Some(value) => {
+            let text = value
+                .and_then(|v| serde_json::to_string_pretty(&v))
+                .map_err(|source| BuilderError::Json {
+                    what: "the audit report".into(),
+                    source,
+                })?;
+            println!("{text}");
+        }
     }
     Ok(audit::exit_code(&reports, allow_incomplete))
 }

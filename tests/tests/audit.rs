@@ -545,6 +545,135 @@ fn a_repository_file_left_naming_the_proxy_is_a_warning_in_every_form() {
     }
 }
 
+/// Microsoft's SARIF Multitool, installed by tests/sarif/validator.sh.
+fn sarif_validator() -> PathBuf {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sarif/validator.sh");
+    // The machine's environment stays: npm may need its registry settings.
+    let out = e2e::output(&mut Command::new(&script));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn the_sarif_log_is_valid_sarif_2_1_0_with_a_rule_per_class() {
+    let mut nested = PASSWORD.as_bytes().to_vec();
+    for _ in 0..8 {
+        nested = gz(&nested);
+    }
+    let header = format!(
+        "Authorization: Basic {}\n",
+        b64(&format!("{USERNAME}:{PASSWORD}"))
+    );
+    let userinfo = format!(
+        "baseurl=https://{USERNAME}:fake%20pass%3A%40%2F%25%2B%20word@pulp.example.test/\n"
+    );
+    let image = Image::build(
+        &tag("sarif"),
+        &format!(
+            "{BASE}ENV PULP_PASSWORD=\"{PASSWORD}\"\nARG PAIR\nRUN [\"/bin/busybox\", \"true\"]\n\
+             COPY h /etc/pulp/header\nCOPY u /etc/yum.repos.d/pulp.repo\n\
+             COPY t /var/log/apt/term.log\nCOPY n /var/log/deep.gz\n\
+             COPY p /etc/apt/sources.list.d/pulp.list\n"
+        ),
+        &[
+            ("h", header.as_bytes()),
+            ("u", userinfo.as_bytes()),
+            ("t", format!("Get:1 {S3_URL}\n").as_bytes()),
+            ("n", &nested),
+            (
+                "p",
+                format!("deb http://{PROXY_LISTEN}/debian trixie main\n").as_bytes(),
+            ),
+        ],
+        &[("PAIR", &format!("{USERNAME}:{PASSWORD}"))],
+    );
+    let (code, text, stderr) = run_audit(&["--format", "sarif", &image.tag]);
+    assert_eq!(code, 1, "{stderr}");
+    let log: Value = serde_json::from_str(&text).unwrap();
+    let s = Scratch::new();
+    let (input, output) = (s.path("audit.sarif"), s.path("validation.sarif"));
+    std::fs::write(&input, &text).unwrap();
+    let out = e2e::output(
+        Command::new(sarif_validator())
+            .arg("validate")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output),
+    );
+    assert!(out.status.success(), "the SARIF Multitool: {out:?}");
+    let validation: Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    // Schema violations are errors (JSON1xxx); of the spec's advice, only
+    // the tool's missing web page is left (the project has none).
+    let problems: Vec<String> = validation["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {} {}", r["level"], r["ruleId"], r["message"]))
+        .filter(|p| !p.contains("SARIF2005"))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\n{text}");
+
+    let run = &log["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    let mut seen: Vec<&str> = Vec::new();
+    for r in run["results"].as_array().unwrap() {
+        let rule = &rules[r["ruleIndex"].as_u64().unwrap() as usize];
+        assert_eq!(r["ruleId"], rule["id"], "{r}");
+        let logical = &r["locations"][0]["logicalLocations"][0];
+        assert!(
+            logical["fullyQualifiedName"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{}/", image.tag)),
+            "{r}"
+        );
+        if let Some(uri) = r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str()
+        {
+            assert!(!uri.starts_with('/') && !uri.contains(' '), "{r}");
+        }
+        seen.push(rule["id"].as_str().unwrap());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [
+            "credential-base64",
+            "credential-password",
+            "credential-url-encoded",
+            "credential-user-password",
+            "proxy-url-in-repository-file",
+            "storage-signature",
+        ],
+        "{text}"
+    );
+    let warning = run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "proxy-url-in-repository-file")
+        .unwrap();
+    assert_eq!(warning["level"], "warning", "{warning}");
+    assert_eq!(
+        warning["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "etc/apt/sources.list.d/pulp.list"
+    );
+    let notes = &run["invocations"][0]["toolExecutionNotifications"];
+    assert!(
+        notes[0]["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("var/log/deep.gz"),
+        "what a bound kept from the search is told: {notes}"
+    );
+    assert_eq!(run["properties"]["images"][0]["verdict"], "leaks");
+}
+
 #[test]
 fn audit_by_tag_and_human_table() {
     let t = format!("t{}", std::process::id());

@@ -97,6 +97,7 @@ impl ArchiveScan {
             .map(|l| ProxyLeft {
                 layer: self.layer_name(matcher, &l.layer),
                 path: matcher.redact(&l.path),
+                offset: l.offset,
             })
             .collect()
     }

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod config;
 pub mod repos;
+pub mod sarif;
 pub mod scan;
 pub mod source;
 pub mod unpack;
@@ -132,6 +133,8 @@ pub struct Warning {
     pub layer: String,
     /// The file's path in the image.
     pub path: String,
+    /// Byte offset of the proxy's URL in the file.
+    pub offset: u64,
 }
 
 /// The audit of one image.
@@ -417,6 +420,7 @@ fn report(image: &str, id: String, scan: &archive::ArchiveScan, matcher: &Matche
                 class: "proxy-url",
                 layer: l.layer,
                 path: l.path,
+                offset: l.offset,
             })
             .collect(),
         notes,

@@ -15,6 +15,8 @@ pub struct ProxyLeft {
     pub layer: String,
     /// Its path in the image.
     pub path: String,
+    /// Byte offset of the proxy's URL in it.
+    pub offset: u64,
 }
 
 /// The files naming the proxy in each image whose layers, lowest first,
@@ -54,16 +56,14 @@ fn entry(e: &RepoEvent) -> &String {
     }
 }
 
-/// One image: path -> (layer, names the proxy), layer by layer.
+/// One image: path -> (layer, where it names the proxy), layer by layer.
 fn finished(events: &[RepoEvent], order: &[String]) -> Vec<ProxyLeft> {
-    let mut files: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
+    let mut files: BTreeMap<&str, (&str, Option<u64>)> = BTreeMap::new();
     for layer in order {
         for e in events.iter().filter(|e| entry(e) == layer) {
             let gone = match e {
-                RepoEvent::File {
-                    path, names_proxy, ..
-                } => {
-                    files.insert(path, (layer, *names_proxy));
+                RepoEvent::File { path, proxy_at, .. } => {
+                    files.insert(path, (layer, *proxy_at));
                     continue;
                 }
                 RepoEvent::Delete { path, .. } => lower(&files, layer, |p| {
@@ -82,10 +82,12 @@ fn finished(events: &[RepoEvent], order: &[String]) -> Vec<ProxyLeft> {
     }
     files
         .into_iter()
-        .filter(|(_, (_, names))| *names)
-        .map(|(path, (layer, _))| ProxyLeft {
-            layer: layer.to_string(),
-            path: path.to_string(),
+        .filter_map(|(path, (layer, at))| {
+            Some(ProxyLeft {
+                layer: layer.to_string(),
+                path: path.to_string(),
+                offset: at?,
+            })
         })
         .collect()
 }
@@ -94,7 +96,7 @@ fn finished(events: &[RepoEvent], order: &[String]) -> Vec<ProxyLeft> {
 /// deletions hide lower layers only, whatever their place among its own
 /// entries.
 fn lower<'a>(
-    files: &BTreeMap<&'a str, (&'a str, bool)>,
+    files: &BTreeMap<&'a str, (&'a str, Option<u64>)>,
     layer: &str,
     hidden: impl Fn(&str) -> bool,
 ) -> Vec<&'a str> {
@@ -113,7 +115,7 @@ mod tests {
         RepoEvent::File {
             entry: entry.into(),
             path: path.into(),
-            names_proxy,
+            proxy_at: names_proxy.then_some(7),
         }
     }
 

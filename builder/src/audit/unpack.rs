@@ -128,8 +128,8 @@ pub enum RepoEvent {
         entry: String,
         /// Path in the image.
         path: String,
-        /// Whether it names the proxy.
-        names_proxy: bool,
+        /// Byte offset of the proxy's URL in it, if it names the proxy.
+        proxy_at: Option<u64>,
     },
     /// `.wh.NAME`: the path is deleted.
     Delete {
@@ -345,7 +345,7 @@ impl<'m> Walker<'m> {
                 self.repos.push(RepoEvent::File {
                     entry: at.entry.clone(),
                     path: path.clone(),
-                    names_proxy: self.proxy.as_deref().is_some_and(|p| names(&data, p)),
+                    proxy_at: self.proxy.as_deref().and_then(|p| names(&data, p)),
                 });
                 self.file(&mut data.as_slice(), &child, depth + 1)?;
             } else {
@@ -511,16 +511,17 @@ pub fn is_repo_file(path: &str) -> bool {
                 && (base.ends_with(".list") || base.ends_with(".sources"))))
 }
 
-/// Whether `data` holds `url` as a URL of its own (not the start of a
-/// longer host name or port).
-fn names(data: &[u8], url: &str) -> bool {
+/// Where `data` first holds `url` as a URL of its own (not the start of a
+/// longer host name, another port or a longer port).
+fn names(data: &[u8], url: &str) -> Option<u64> {
     let url = url.as_bytes();
-    data.windows(url.len()).enumerate().any(|(i, w)| {
+    let at = data.windows(url.len()).enumerate().position(|(i, w)| {
         w == url
             && data
                 .get(i + url.len())
-                .is_none_or(|b| !(b.is_ascii_alphanumeric() || b"-.".contains(b)))
-    })
+                .is_none_or(|b| !(b.is_ascii_alphanumeric() || b"-.:".contains(b)))
+    })?;
+    Some(at as u64)
 }
 
 fn peek(r: &mut dyn Read) -> io::Result<([u8; 512], usize)> {
@@ -789,6 +790,11 @@ mod tests {
                     "etc/yum.repos.d/a.repo",
                     b"baseurl=http://192.168.33.30/x\n",
                 ),
+                // Another port on the proxy's host is another service.
+                (
+                    "etc/yum.repos.d/port.repo",
+                    b"baseurl=http://192.168.33.3:8080/x\n",
+                ),
                 ("etc/yum.repos.d/.wh.b.repo", b""),
                 (
                     "opt/copy/sources.list",
@@ -801,9 +807,7 @@ mod tests {
             .repos
             .iter()
             .map(|e| match e {
-                RepoEvent::File {
-                    path, names_proxy, ..
-                } => format!("{path}={names_proxy}"),
+                RepoEvent::File { path, proxy_at, .. } => format!("{path}={proxy_at:?}"),
                 RepoEvent::Delete { path, .. } => format!("-{path}"),
                 RepoEvent::Opaque { dir, .. } => format!("opaque {dir}"),
             })
@@ -811,10 +815,11 @@ mod tests {
         assert_eq!(
             files,
             [
-                "etc/apt/sources.list.d/debian.sources=true",
-                "etc/yum.repos.d/a.repo=false",
+                "etc/apt/sources.list.d/debian.sources=Some(6)",
+                "etc/yum.repos.d/a.repo=None",
+                "etc/yum.repos.d/port.repo=None",
                 "-etc/yum.repos.d/b.repo",
-                "opt/copy/sources.list=true"
+                "opt/copy/sources.list=Some(4)"
             ]
         );
     }
