@@ -276,6 +276,12 @@ fn proxy(p: RawProxy, f: &mut Findings) -> Option<Proxy> {
         Proxy::DEFAULT_READINESS_CACHE,
         0,
     );
+    let fetch_records = f.within(
+        "proxy.fetch_records",
+        p.fetch_records,
+        Proxy::DEFAULT_FETCH_RECORDS,
+        (0, 1_000_000),
+    );
     Some(Proxy {
         listen: listen?,
         interface: interface?,
@@ -294,6 +300,7 @@ fn proxy(p: RawProxy, f: &mut Findings) -> Option<Proxy> {
         send_timeout: send_timeout?,
         shutdown_grace: shutdown_grace?,
         readiness_cache: readiness_cache?,
+        fetch_records: fetch_records?,
     })
 }
 

@@ -114,12 +114,17 @@ pub struct Proxy {
     pub shutdown_grace: Duration,
     /// How long a `/readyz` probe result is reused; zero probes every time.
     pub readiness_cache: Duration,
+    /// Fetches kept for `/fetches`; zero keeps none (and hashes nothing).
+    pub fetch_records: u32,
 }
 
 impl Proxy {
     /// `proxy.allowed_paths` when absent: repository content and the status
     /// endpoint used for readiness. Never the rest of the REST API.
     pub const DEFAULT_ALLOWED_PATHS: [&'static str; 2] = ["/pulp/content/", "/pulp/api/v3/status/"];
+    /// `proxy.fetch_records` when absent: a few Kolla builds' worth, about
+    /// 4 MiB at most.
+    pub const DEFAULT_FETCH_RECORDS: u32 = 20_000;
     /// `proxy.max_connections` when absent.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
     /// `proxy.max_connections_per_client` when absent: this fraction of

@@ -47,6 +47,7 @@ pub(crate) struct RawProxy {
     pub send_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub readiness_cache_secs: Option<u64>,
+    pub fetch_records: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

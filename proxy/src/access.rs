@@ -5,6 +5,7 @@
 //! line early, start a forged one, or hide text from whoever reads the log.
 
 use crate::cache::Outcome;
+use crate::fetches::{Fetch, Fetches};
 use crate::metrics::Metrics;
 use std::fmt;
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct Access {
     pub storage: Option<crate::redirect::Followed>,
     /// Where the request is counted.
     pub metrics: Arc<Metrics>,
+    /// Where a completed transfer is recorded, when the record is on.
+    pub record: Option<Arc<Fetches>>,
 }
 
 impl Access {
@@ -43,6 +46,7 @@ impl Access {
         path: &str,
         started: Instant,
         metrics: &Arc<Metrics>,
+        record: Option<&Arc<Fetches>>,
     ) -> Self {
         Self {
             peer,
@@ -54,16 +58,30 @@ impl Access {
             cache: None,
             storage: None,
             metrics: metrics.clone(),
+            record: record.cloned(),
         }
     }
 
-    /// Logs the line. Transfers that fail mid-body are warnings: the client
-    /// saw a truncated response.
-    pub fn finish(&self, bytes: u64, outcome: Result<(), String>) {
+    /// A hasher for the body, when completed transfers are recorded.
+    pub fn hasher(&self) -> Option<ring::digest::Context> {
+        self.record
+            .as_ref()
+            .map(|_| ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    /// Logs the line, and records a completed transfer with the hash of
+    /// its body (from [`Access::hasher`]). Transfers that fail mid-body are
+    /// warnings: the client saw a truncated response.
+    pub fn finish(
+        &mut self,
+        bytes: u64,
+        outcome: Result<(), String>,
+        hasher: Option<ring::digest::Context>,
+    ) {
         let duration_ms = self.started.elapsed().as_millis() as u64;
         let upstream_ms = self.upstream.map(|d| d.as_millis() as u64);
         self.metrics.request(&self.method, self.status, bytes);
-        match outcome {
+        match &outcome {
             Ok(()) => tracing::info!(
                 target: "access",
                 peer = %self.peer,
@@ -93,6 +111,19 @@ impl Access {
                 outcome = %why,
                 "request aborted"
             ),
+        }
+        if let (Ok(()), Some(record), Some(hasher)) = (outcome, &self.record, hasher) {
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(hasher.finish().as_ref());
+            record.record(Fetch {
+                head: self.method == http::Method::HEAD,
+                path: std::mem::take(&mut self.path),
+                status: self.status,
+                bytes,
+                sha256,
+                cache: self.cache,
+                storage: self.storage.take().map(|f| f.host),
+            });
         }
     }
 }

@@ -100,6 +100,7 @@ pub struct ResponseBody {
     timer: Pin<Box<Sleep>>,
     access: Access,
     bytes: u64,
+    hasher: Option<ring::digest::Context>,
     outcome: Option<Result<(), String>>,
     // Keeps the connection out of its idle and header deadlines until the
     // transfer is over.
@@ -113,6 +114,7 @@ impl ResponseBody {
             inner,
             stall,
             timer: Box::pin(tokio::time::sleep(stall)),
+            hasher: access.hasher(),
             access,
             bytes: 0,
             outcome: None,
@@ -134,6 +136,9 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                    if let Some(h) = &mut this.hasher {
+                        h.update(data);
+                    }
                 }
                 this.timer.as_mut().reset(Instant::now() + this.stall);
                 Poll::Ready(Some(Ok(frame)))
@@ -175,7 +180,7 @@ impl Drop for ResponseBody {
             None if self.inner.is_end_stream() => Ok(()),
             None => Err(departed(&self._busy)),
         };
-        self.access.finish(self.bytes, outcome);
+        self.access.finish(self.bytes, outcome, self.hasher.take());
     }
 }
 
@@ -208,6 +213,7 @@ pub struct CachedBody {
     end: Option<u64>,
     access: Access,
     bytes: u64,
+    hasher: Option<ring::digest::Context>,
     // Counted as served from the cache (not for the request whose fetch
     // fills it).
     hit: bool,
@@ -230,6 +236,7 @@ impl CachedBody {
             source,
             at: start,
             end,
+            hasher: access.hasher(),
             access,
             bytes: 0,
             hit,
@@ -276,6 +283,9 @@ impl Body for CachedBody {
                 let data = data.slice(..data.len().min(left));
                 this.at += data.len() as u64;
                 this.bytes += data.len() as u64;
+                if let Some(h) = &mut this.hasher {
+                    h.update(&data);
+                }
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
             // Stored files are checked at open and fills end at their
@@ -316,6 +326,6 @@ impl Drop for CachedBody {
         if self.hit {
             self.access.metrics.cache_served(self.bytes);
         }
-        self.access.finish(self.bytes, outcome);
+        self.access.finish(self.bytes, outcome, self.hasher.take());
     }
 }

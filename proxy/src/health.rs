@@ -8,7 +8,11 @@
 //!   `proxy.readiness_cache_secs`, else
 //!   503 with one word from [`NotReady::reason`]; the cause goes to the log
 //!   only, as for any other upstream failure;
-//! - `GET /metrics`: Prometheus text (unless `proxy.metrics_listen` moves it).
+//! - `GET /metrics`: Prometheus text (unless `proxy.metrics_listen` moves it);
+//! - `GET /fetches?since=CURSOR`: the fetch record after CURSOR (all kept
+//!   without it) as JSON lines, where `/metrics` is served; the headers
+//!   `Fetches-Cursor` (the next cursor) and `Fetches-Lost` (records after
+//!   CURSOR the ring no longer holds) come with `HEAD` too.
 
 use crate::body::ProxyBody;
 use crate::credentials::BasicAuth;
@@ -31,6 +35,8 @@ pub enum Endpoint {
     Ready,
     /// `/metrics`.
     Metrics,
+    /// `/fetches`.
+    Fetches,
 }
 
 impl Endpoint {
@@ -43,6 +49,7 @@ impl Endpoint {
             "/healthz" => Some(Self::Health),
             "/readyz" => Some(Self::Ready),
             "/metrics" => Some(Self::Metrics),
+            "/fetches" => Some(Self::Fetches),
             _ => None,
         }
     }
@@ -152,20 +159,22 @@ async fn probe(upstream: &Upstream, auth: &BasicAuth) -> Result<(), NotReady> {
 /// rules.
 pub async fn answer(state: &State, parts: &request::Parts) -> Option<Response<ProxyBody>> {
     let endpoint = Endpoint::of(parts)?;
-    if endpoint == Endpoint::Metrics && !state.serve_metrics {
+    if matches!(endpoint, Endpoint::Metrics | Endpoint::Fetches) && !state.serve_metrics {
         return None;
     }
-    Some(respond(state, endpoint).await)
+    Some(respond(state, endpoint, parts).await)
 }
 
 /// Answers on `proxy.metrics_listen`, for a request that passed
-/// `policy::shape`: `/metrics` and `/healthz` only.
+/// `policy::shape`: `/metrics`, `/fetches` and `/healthz` only.
 pub async fn metrics_only(state: &State, parts: &request::Parts) -> Response<ProxyBody> {
     match Endpoint::of(parts) {
-        Some(e @ (Endpoint::Metrics | Endpoint::Health)) => respond(state, e).await,
+        Some(e @ (Endpoint::Metrics | Endpoint::Fetches | Endpoint::Health)) => {
+            respond(state, e, parts).await
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "only /metrics and /healthz are served here\n".into(),
+            "only /metrics, /fetches and /healthz are served here\n".into(),
             TEXT,
         ),
     }
@@ -173,8 +182,9 @@ pub async fn metrics_only(state: &State, parts: &request::Parts) -> Response<Pro
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-async fn respond(state: &State, endpoint: Endpoint) -> Response<ProxyBody> {
+async fn respond(state: &State, endpoint: Endpoint, parts: &request::Parts) -> Response<ProxyBody> {
     match endpoint {
+        Endpoint::Fetches => fetches(state, parts),
         Endpoint::Health => text(StatusCode::OK, "ok\n".into(), TEXT),
         Endpoint::Ready => {
             let live = state.live();
@@ -195,8 +205,50 @@ async fn respond(state: &State, endpoint: Endpoint) -> Response<ProxyBody> {
     }
 }
 
+fn fetches(state: &State, parts: &request::Parts) -> Response<ProxyBody> {
+    let Some(record) = &state.fetches else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "the fetch record is off (proxy.fetch_records = 0)\n".into(),
+            TEXT,
+        );
+    };
+    let since = match parts.uri.query().map(since) {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "use /fetches?since=CURSOR, CURSOR a number from the Fetches-Cursor header\n"
+                    .into(),
+                TEXT,
+            )
+        }
+    };
+    let page = record.since(since);
+    let lines = if parts.method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(page.lines)
+    };
+    let mut resp = local(StatusCode::OK, lines, "application/x-ndjson");
+    for (name, value) in [("fetches-cursor", page.cursor), ("fetches-lost", page.lost)] {
+        resp.headers_mut().insert(name, HeaderValue::from(value));
+    }
+    resp
+}
+
+/// The cursor of `since=N`, the only query `/fetches` takes.
+fn since(query: &str) -> Option<u64> {
+    query.strip_prefix("since=")?.parse().ok()
+}
+
 fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::Local(Full::new(Bytes::from(body))));
+    local(status, Bytes::from(body), content_type)
+}
+
+fn local(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::Local(Full::new(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod conn;
 pub mod credentials;
 pub mod error;
+pub mod fetches;
 pub mod forward;
 pub mod framing;
 pub mod health;

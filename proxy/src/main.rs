@@ -126,6 +126,12 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
             })
             .ok()
     });
+    let fetches = (proxy.fetch_records > 0).then(|| {
+        Arc::new(pulp_auth_proxy::fetches::Fetches::new(
+            proxy.fetch_records as usize,
+            upstream_config.origin.host_header(),
+        ))
+    });
     let states = (0..workers())
         .map(|_| {
             let live = loaded.live(upstream_config)?;
@@ -136,6 +142,7 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
                 metrics.clone(),
                 readiness.clone(),
                 cache.clone(),
+                fetches.clone(),
             );
             Ok(Arc::new(state))
         })

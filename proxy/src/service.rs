@@ -45,7 +45,14 @@ pub async fn handle(
     let live = state.live();
     let upstream_req = rewrite::to_upstream(&parts, &decision, &live.upstream, &live.auth);
 
-    let access = Access::new(peer, &parts.method, &decision.path, started, &state.metrics);
+    let access = Access::new(
+        peer,
+        &parts.method,
+        &decision.path,
+        started,
+        &state.metrics,
+        state.fetches.as_ref(),
+    );
     let exchange = Exchange::new(&state, &live, access, busy);
     match &state.cache {
         Some(c) => cache::answer(c, exchange, &parts, &decision, upstream_req).await,

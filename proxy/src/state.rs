@@ -3,6 +3,7 @@
 
 use crate::cache::Cache;
 use crate::credentials::BasicAuth;
+use crate::fetches::Fetches;
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -41,6 +42,9 @@ pub struct State {
     pub cache: Option<Arc<Cache>>,
     /// The last `/readyz` probe, shared by every worker.
     pub readiness: Arc<Readiness>,
+    /// The fetch record (`/fetches`), shared by every worker; `None` when
+    /// `proxy.fetch_records` is 0.
+    pub fetches: Option<Arc<Fetches>>,
 }
 
 impl State {
@@ -52,6 +56,7 @@ impl State {
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
         cache: Option<Arc<Cache>>,
+        fetches: Option<Arc<Fetches>>,
     ) -> Self {
         Self {
             live: RwLock::new(Arc::new(live)),
@@ -63,6 +68,7 @@ impl State {
             serve_metrics: proxy.metrics_listen.is_none(),
             cache,
             readiness,
+            fetches,
         }
     }
 

@@ -8,6 +8,7 @@ mod build;
 mod cache;
 mod config_errors;
 mod failures;
+mod fetches;
 mod forwarding;
 mod kolla;
 mod listening;
