@@ -61,11 +61,18 @@ pub enum Command {
         /// the files it would give it; run nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Where to write the build's fetch manifest, <tag>.fetches.json:
+        /// every file the build fetched through the proxy, with its sha256.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        fetches_dir: PathBuf,
         /// Kayobe: seed or overcloud, then image name patterns; kolla-build:
         /// image name patterns only.
         #[arg(value_name = "[seed|overcloud] REGEX")]
         words: Vec<String>,
     },
+    /// Fetch manifests (<tag>.fetches.json, written by `build`).
+    #[command(subcommand)]
+    Fetches(Fetches),
     /// Use the new images: set the built tag in the Kayobe configuration's
     /// kolla-image-tags.yml (kolla_image_tags.<KEY>.<distribution>),
     /// changing only that value.
@@ -117,6 +124,23 @@ pub struct Tags {
     /// Print the change as a diff; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `ci-builder fetches ...`.
+#[derive(Subcommand, Debug)]
+pub enum Fetches {
+    /// Show the files added, removed and changed between two builds'
+    /// manifests; a package file (its name holds its version) whose
+    /// content changed is flagged: a repository replaced a published
+    /// file. Exit 0, 1 when a package file was republished, 2 on error.
+    Diff {
+        /// The earlier build's <tag>.fetches.json.
+        #[arg(value_name = "A")]
+        a: PathBuf,
+        /// The later build's.
+        #[arg(value_name = "B")]
+        b: PathBuf,
+    },
 }
 
 /// `ci-builder net ...`.

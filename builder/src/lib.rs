@@ -7,6 +7,7 @@ pub mod audit;
 pub mod build;
 pub mod cli;
 pub mod error;
+pub mod fetches;
 pub mod kayobe;
 pub mod kolla;
 pub mod net;

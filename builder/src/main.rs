@@ -5,6 +5,7 @@ use ci_builder::audit;
 use ci_builder::build;
 use ci_builder::cli::{self, Cli, Command, Net};
 use ci_builder::error::{exit, BuilderError};
+use ci_builder::fetches;
 use ci_builder::net::{self, persist};
 use clap::Parser;
 use pulp_auth_config::Config;
@@ -56,6 +57,7 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
             audit,
             allow_incomplete,
             dry_run,
+            fetches_dir,
             words,
         } => {
             let req = build::Request {
@@ -65,7 +67,16 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
                 tag,
             };
             let audit = audit.then_some(allow_incomplete);
-            build_command(&config, &req, audit, dry_run).await
+            build_command(&config, &req, audit, dry_run, &fetches_dir).await
+        }
+        Command::Fetches(cli::Fetches::Diff { a, b }) => {
+            let diff = fetches::diff(&fetches::read(&a)?, &fetches::read(&b)?);
+            print!("{}", diff.text(&a, &b));
+            Ok(if diff.republished.is_empty() {
+                exit::OK
+            } else {
+                exit::FOUND
+            })
         }
         Command::Tags(args) => tags_command(&config, args),
         Command::Net(cmd) => {
@@ -138,6 +149,45 @@ fn matcher(config: &Config) -> Result<Arc<audit::patterns::Matcher>, BuilderErro
     ))
 }
 
+/// Where the proxy answers `/metrics` and `/fetches`.
+fn local_endpoints(config: &Config) -> Result<std::net::SocketAddr, BuilderError> {
+    let proxy = config.proxy()?;
+    Ok(proxy.metrics_listen.unwrap_or(proxy.listen).socket_addr())
+}
+
+/// `20261204T190000Z` for a file name.
+fn compact_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// Writes the build's fetches after `cursor` to `path`, or says why not.
+async fn write_manifest(record: &fetches::Proxy, cursor: u64, path: &std::path::Path) {
+    let manifest = match record.since(cursor).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ci-builder: warning: no fetch manifest for this build: {e}");
+            return;
+        }
+    };
+    if let Err(e) = fetches::write(path, &manifest) {
+        eprintln!("ci-builder: warning: no fetch manifest for this build: {e}");
+        return;
+    }
+    eprintln!(
+        "ci-builder: {} fetches through the proxy recorded in {}",
+        manifest.fetches.len(),
+        path.display()
+    );
+    if manifest.lost > 0 {
+        eprintln!(
+            "ci-builder: warning: the proxy no longer held {} of this build's fetches; raise proxy.fetch_records",
+            manifest.lost
+        );
+    }
+}
+
 /// How the audit searches: the proxy's URL (from `[proxy]`, when the file
 /// has it) is looked for in the images' repository files.
 fn audit_options(config: &Config) -> audit::archive::Options {
@@ -156,6 +206,7 @@ async fn build_command(
     // With --audit: whether an incomplete audit passes.
     audit: Option<bool>,
     dry_run: bool,
+    fetches_dir: &std::path::Path,
 ) -> Result<u8, BuilderError> {
     // The password is only read to recognise it in the caller's
     // environment (and to audit); without it the build still runs.
@@ -200,6 +251,19 @@ async fn build_command(
         return Ok(0);
     }
     build::preflight(config, &plan).await?;
+    if !fetches_dir.is_dir() {
+        return Err(BuilderError::NotADirectory(fetches_dir.to_path_buf()));
+    }
+    // The record is the build's evidence, not a condition of it: a proxy
+    // that keeps none gets a warning, never a failed build.
+    let record = fetches::Proxy::new(&pulp_auth_config::http_url(local_endpoints(config)?));
+    let cursor = match record.cursor().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("ci-builder: warning: no fetch manifest for this build: {e}");
+            None
+        }
+    };
     eprintln!("ci-builder: running {}", plan.command_line());
     let (started, wall) = (std::time::SystemTime::now(), std::time::Instant::now());
     let finished = build::run(&plan).await?;
@@ -227,6 +291,18 @@ async fn build_command(
     };
     for (image, size) in audit::image_sizes(&docker, &images).await? {
         eprintln!("  {image:<60} {:>8.1} MiB", size as f64 / (1024.0 * 1024.0));
+    }
+    if let Some(cursor) = cursor {
+        let name = match plan.made(started) {
+            build::Made::Tagged(tag) => tag,
+            build::Made::CreatedSince(..) => format!("build-{}", compact_time(started)),
+        };
+        write_manifest(
+            &record,
+            cursor,
+            &fetches_dir.join(fetches::file_name(&name)),
+        )
+        .await;
     }
     if let Some(signal) = finished.forwarded {
         // Interrupted: the conventional 128+N of the signal received.

@@ -35,6 +35,7 @@ async fn docker_build_installs_packages_through_the_proxy_on_loopback() {
         .requests()
         .iter()
         .all(|r| r.header("authorization") == vec![e2e::basic_header()]));
+    assert_record_matches_the_upstream(&s, &repo).await;
 
     // The image holds no credential; a control image that does is caught.
     let cfg = s.scratch.path("config.toml");
@@ -138,6 +139,87 @@ fn through_the_bridge(storage: bool) {
         "net down: {}",
         String::from_utf8_lossy(&down.stderr)
     );
+}
+
+/// The proxy's fetch record of the build is what the upstream itself saw
+/// (each request under the repository, once, without its query), and each
+/// complete body's sha256 is the repository file's.
+async fn assert_record_matches_the_upstream(s: &Setup, repo: &std::path::Path) {
+    use sha2::{Digest, Sha256};
+    let mut seen: Vec<String> = s
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with(REPO_PREFIX))
+        .map(|r| format!("{} {}", r.method, r.target.split('?').next().unwrap()))
+        .collect();
+    seen.sort();
+    let records = e2e::wait_for(
+        std::time::Duration::from_secs(10),
+        "the fetch record of every upstream request",
+        || async {
+            let got = e2e::client::get(s.proxy.addr, "/fetches").await;
+            let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&got.body)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (lines.len() >= seen.len()).then_some(lines)
+        },
+    )
+    .await;
+    let mut recorded: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, seen, "the record and the upstream's requests");
+    let mut packages = 0;
+    for r in records
+        .iter()
+        .filter(|r| r["status"] == 200 && r["method"] == "GET")
+    {
+        let path = r["path"].as_str().unwrap();
+        // The record keeps the path as forwarded, percent-encoded.
+        let rel = percent_decoded(path.strip_prefix(REPO_PREFIX).unwrap());
+        let file = repo.join(rel.trim_start_matches('/'));
+        let data =
+            std::fs::read(&file).unwrap_or_else(|e| panic!("{path} as {}: {e}", file.display()));
+        let sha: String = Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(r["sha256"], sha, "{path}");
+        packages += usize::from(path.ends_with(".deb"));
+    }
+    assert!(packages > 0, "no package in the record: {records:?}");
+}
+
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// The cache's promise on a real package manager: a second, identical

@@ -31,6 +31,9 @@ if [ -n "$FAKE_TAG_FROM" ]; then
         case "$a" in kolla_tag=*) docker tag "$FAKE_TAG_FROM" "pap-kolla-built:${a#kolla_tag=}" ;; esac
     done
 fi
+for url in $FAKE_FETCH; do
+    curl -fsS -o /dev/null "$url" || exit 9
+done
 if [ -n "$FAKE_WAIT" ]; then
     trap 'echo TERM > "$FAKE_OUT/signal"; exit 143' TERM
     trap 'echo INT > "$FAKE_OUT/signal"; exit 130' INT
@@ -84,6 +87,115 @@ fn argv(out: &Path) -> Vec<String> {
 
 fn basic_value() -> String {
     e2e::basic_header()
+}
+
+#[tokio::test]
+async fn the_build_writes_its_fetch_manifest_and_a_diff_flags_a_republished_package() {
+    use bytes::Bytes;
+    use e2e::upstream::Content;
+    const DEB: &str = "/pulp/content/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    const PACKAGES: &str = "/pulp/content/debian/dists/stable/main/binary-amd64/Packages";
+    let s = Setup::start().await;
+    let cfg = config(&s.scratch, &s.proxy.addr.to_string(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let urls = format!("{0}{DEB} {0}{PACKAGES}", s.proxy.url());
+    let build = |tag: &'static str| {
+        let (cfg, dir, urls) = (cfg.clone(), dir.path().to_path_buf(), urls.clone());
+        tokio::task::spawn_blocking(move || {
+            let fetches_dir = dir.to_str().unwrap().to_string();
+            builder(
+                &cfg,
+                &[
+                    "build",
+                    "overcloud",
+                    "--tag",
+                    tag,
+                    "--fetches-dir",
+                    &fetches_dir,
+                ],
+                &[("FAKE_FETCH", &urls)],
+                &dir,
+            )
+        })
+    };
+    for (deb, packages) in [
+        (&b"deb one"[..], &b"Package: hello\n"[..]),
+        (b"deb two", b"Package: hello\nVersion: 2\n"),
+    ] {
+        s.upstream.put(DEB, Content::Bytes(Bytes::from_static(deb)));
+        s.upstream
+            .put(PACKAGES, Content::Bytes(Bytes::from_static(packages)));
+        // Not the build's: before its cursor.
+        e2e::client::get(s.proxy.addr, PACKAGES).await;
+        let tag = if deb == b"deb one" { "t1" } else { "t2" };
+        let o = build(tag).await.unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!(
+                "2 fetches through the proxy recorded in {}",
+                dir.path().join(format!("{tag}.fetches.json")).display()
+            )),
+            "{}",
+            text(&o)
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("t1.fetches.json")).unwrap())
+            .unwrap();
+    let paths: Vec<&str> = manifest["fetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, [DEB, PACKAGES], "{manifest}");
+    assert_eq!(manifest["lost"], 0);
+
+    let diff = |a: &str, b: &str| {
+        builder(
+            &cfg,
+            &[
+                "fetches",
+                "diff",
+                dir.path().join(a).to_str().unwrap(),
+                dir.path().join(b).to_str().unwrap(),
+            ],
+            &[],
+            dir.path(),
+        )
+    };
+    let o = diff("t1.fetches.json", "t2.fetches.json");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("REPUBLISHED {DEB}"))
+            && text(&o).contains(&format!("~ {PACKAGES}")),
+        "{}",
+        text(&o)
+    );
+    let o = diff("t1.fetches.json", "t1.fetches.json");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = diff("t1.fetches.json", "missing.json");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("missing.json"), "{}", text(&o));
+
+    // A missing directory stops the build before it starts.
+    let o = builder(
+        &cfg,
+        &[
+            "build",
+            "overcloud",
+            "--fetches-dir",
+            "/nonexistent/fetches",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent/fetches"), "{}", text(&o));
+    for name in ["t1.fetches.json", "t2.fetches.json"] {
+        leak::assert_clean(name, &std::fs::read(dir.path().join(name)).unwrap());
+    }
+    s.assert_no_leaks();
 }
 
 #[tokio::test]
