@@ -98,7 +98,18 @@ pub enum Command {
         /// Also audit every local image with this tag.
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,
-        /// Images to audit (name:tag or ID).
+        /// docker:// images: trust this CA (PEM) too, for a private
+        /// registry.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// docker:// images: the registry credentials from this Docker
+        /// config file instead of $DOCKER_CONFIG/config.json or
+        /// ~/.docker/config.json (credential helpers included).
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+        /// Images to audit: NAME[:TAG] or ID (the Docker daemon),
+        /// docker-archive:PATH, oci-archive:PATH, oci:DIR,
+        /// docker://REGISTRY/REPO:TAG or docker://REGISTRY/REPO@DIGEST.
         #[arg(value_name = "IMAGE")]
         images: Vec<String>,
     },

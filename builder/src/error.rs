@@ -193,6 +193,14 @@ pub enum BuilderError {
     /// A build word that does not fit the configured tool.
     #[error("{0}")]
     Usage(String),
+    /// A registry image could not be read.
+    #[error("audit {image}: {why}")]
+    Registry {
+        /// The image as given (with its platform for an index entry).
+        image: String,
+        /// The registry's or the client's answer (never a credential).
+        why: String,
+    },
     /// A value could not be turned into JSON.
     #[error("cannot write {what} as JSON: {source}")]
     Json {

@@ -45,10 +45,16 @@ async fn run(cli: Cli) -> Result<u8, BuilderError> {
             json,
             allow_incomplete,
             tag,
+            ca_file,
+            authfile,
             images,
         } => {
             let format = if json { cli::Format::Json } else { format };
-            audit_command(&config, format, allow_incomplete, tag, images).await
+            let access = audit::registry::Access {
+                ca_file,
+                auth_file: authfile,
+            };
+            audit_command(&config, format, allow_incomplete, tag, images, &access).await
         }
         Command::Build {
             push,
@@ -317,8 +323,14 @@ async fn build_command(
     }
     if let (Some(allow_incomplete), Some(matcher)) = (audit, matcher) {
         let images = audit::local(images);
-        let reports =
-            audit::audit_images(Some(&docker), images, &matcher, &audit_options(config)).await?;
+        let reports = audit::audit_images(
+            Some(&docker),
+            images,
+            &matcher,
+            &audit_options(config),
+            &audit::registry::Access::default(),
+        )
+        .await?;
         print!("{}", audit::table(&reports));
         let code = audit::exit_code(&reports, allow_incomplete);
         match code {
@@ -341,6 +353,7 @@ async fn audit_command(
     allow_incomplete: bool,
     tag: Option<String>,
     images: Vec<String>,
+    access: &audit::registry::Access,
 ) -> Result<u8, BuilderError> {
     let matcher = matcher(config)?;
     let mut sources = audit::sources(&images)?;
@@ -359,8 +372,14 @@ async fn audit_command(
     if sources.is_empty() {
         return Err(BuilderError::NothingToAudit);
     }
-    let reports =
-        audit::audit_images(docker.as_ref(), sources, &matcher, &audit_options(config)).await?;
+    let reports = audit::audit_images(
+        docker.as_ref(),
+        sources,
+        &matcher,
+        &audit_options(config),
+        access,
+    )
+    .await?;
     let json = match format {
         cli::Format::Table => None,
         cli::Format::Json => Some(serde_json::to_value(&reports)),

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod pki;
 pub mod proxy;
 pub mod pulp;
+pub mod registry;
 pub mod rpm;
 pub mod storage;
 pub mod upstream;

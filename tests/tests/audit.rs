@@ -674,6 +674,186 @@ fn the_sarif_log_is_valid_sarif_2_1_0_with_a_rule_per_class() {
     assert_eq!(run["properties"]["images"][0]["verdict"], "leaks");
 }
 
+/// `docker save` of `image` into `dir` as an OCI layout entry `name`.
+fn to_layout(tar: &std::path::Path, dir: &std::path::Path, name: &str) {
+    let out = e2e::output(
+        Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("docker-archive:{}", tar.display()))
+            .arg(format!("oci:{}:{name}", dir.display())),
+    );
+    assert!(out.status.success(), "skopeo copy to oci:{name}: {out:?}");
+}
+
+/// Adds to the layout in `dir` an index `name` of the images `platforms`
+/// names (their `ref.name` -> architecture), as a multi-platform push has.
+fn add_index(dir: &std::path::Path, name: &str, platforms: &[(&str, &str)]) {
+    use sha2::{Digest, Sha256};
+    let index_path = dir.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entries: Vec<Value> = platforms
+        .iter()
+        .map(|(image, arch)| {
+            let m = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == *image)
+                .unwrap();
+            serde_json::json!({
+                "mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
+                "platform": { "os": "linux", "architecture": arch },
+            })
+        })
+        .collect();
+    let blob = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let hex: String = Sha256::digest(&blob)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(dir.join("blobs/sha256").join(&hex), &blob).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"), "size": blob.len(),
+            "annotations": { "org.opencontainers.image.ref.name": name },
+        }));
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn registry_images_are_read_over_the_distribution_api_every_platform_verified() {
+    use e2e::registry::Registry;
+    let ca = e2e::pki::TestCa::new();
+    let registry = Registry::start(&ca);
+    let (_a, s, tar_a) = saved("registry-a", &format!("ENV X=\"{PASSWORD}\"\n"));
+    let (_b, _sb, tar_b) = saved("registry-b", &format!("ENV X=\"{PASSWORD}\"\nLABEL b=1\n"));
+    let single = registry.push(
+        &format!("docker-archive:{}", tar_a.display()),
+        "pap/audit:single",
+        false,
+    );
+    let layout = s.path("layout");
+    to_layout(&tar_a, &layout, "a");
+    to_layout(&tar_b, &layout, "b");
+    add_index(&layout, "multi", &[("a", "amd64"), ("b", "arm64")]);
+    let multi = registry.push(
+        &format!("oci:{}:multi", layout.display()),
+        "pap/audit:multi",
+        true,
+    );
+
+    let auth = registry.auth_file(s.dir.path());
+    let ca_file = registry.ca_file();
+    let (ca_arg, auth_arg) = (ca_file.to_str().unwrap(), auth.to_str().unwrap());
+    let forbidden = [
+        (
+            "the registry password".to_string(),
+            e2e::registry::PASSWORD.as_bytes().to_vec(),
+        ),
+        (
+            "the registry auth".to_string(),
+            std::fs::read(&auth).unwrap()[20..60].to_vec(),
+        ),
+    ];
+    let (code, stdout, stderr) = run_audit(&[
+        "--json",
+        "--ca-file",
+        ca_arg,
+        "--authfile",
+        auth_arg,
+        &single,
+        &multi,
+    ]);
+    leak::assert_lacks(
+        "the audit's output",
+        format!("{stdout}{stderr}").as_bytes(),
+        &forbidden,
+    );
+    assert_eq!(code, 1, "{stderr}\n{}", registry.log());
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            single.clone(),
+            format!("{multi} [linux/amd64]"),
+            format!("{multi} [linux/arm64]")
+        ],
+        "every platform of the index is an image of its own"
+    );
+    for report in json.as_array().unwrap() {
+        let found = findings(report);
+        assert_secret_file_found(report["image"].as_str().unwrap(), &found);
+        assert_config_env_found(report["image"].as_str().unwrap(), &found);
+        assert!(
+            report["id"].as_str().unwrap().starts_with("sha256:"),
+            "{report}"
+        );
+    }
+    assert_ne!(json[1]["id"], json[2]["id"], "two images, not one twice");
+
+    // TLS is verified: without the CA the registry is not trusted.
+    let (code, _, stderr) = run_audit(&["--authfile", auth_arg, &single]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&single) && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    // Without credentials the registry refuses.
+    let empty = s.path("empty.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let (code, _, stderr) = run_audit(&[
+        "--ca-file",
+        ca_arg,
+        "--authfile",
+        empty.to_str().unwrap(),
+        &single,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&single) && stderr.to_lowercase().contains("not authorized"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_audit(&["--ca-file", auth_arg, &single]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no PEM certificate"), "{stderr}");
+
+    // A blob the registry serves changed is refused, not audited.
+    let blobs = registry.storage().join("docker/registry/v2/blobs/sha256");
+    let mut largest: Option<(u64, PathBuf)> = None;
+    for prefix in std::fs::read_dir(&blobs).unwrap() {
+        for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            let data = blob.unwrap().path().join("data");
+            let len = std::fs::metadata(&data).unwrap().len();
+            if largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                largest = Some((len, data));
+            }
+        }
+    }
+    let (_, data) = largest.unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let (code, _, stderr) = run_audit(&["--ca-file", ca_arg, "--authfile", auth_arg, &single]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.to_lowercase().contains("digest"), "{stderr}");
+    eprintln!("a changed blob: {stderr}");
+}
+
 #[test]
 fn audit_by_tag_and_human_table() {
     let t = format!("t{}", std::process::id());

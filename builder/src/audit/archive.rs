@@ -186,6 +186,66 @@ pub fn scan_dir(matcher: &Matcher, dir: &Path, opts: &Options) -> io::Result<Arc
     Ok(export.finish())
 }
 
+/// A blocking `Read` over chunks sent from the async side.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    current: bytes::Bytes,
+}
+
+impl ChannelReader {
+    /// Reads what arrives on `rx` until it closes.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>) -> Self {
+        Self {
+            rx,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
+/// One blob of a registry image on its way to [`scan_entries`].
+pub struct Entry {
+    /// Its name, `blobs/sha256/<hex>` as in an OCI layout.
+    pub name: String,
+    /// Its size, from its descriptor.
+    pub size: u64,
+    /// Its bytes as they arrive (verified against the digest by then).
+    pub chunks: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+}
+
+/// Searches entries as they are sent, as the entries of one export (a
+/// registry image: its manifest, config and layers).
+pub fn scan_entries(
+    matcher: &Matcher,
+    opts: &Options,
+    mut entries: tokio::sync::mpsc::Receiver<Entry>,
+) -> io::Result<ArchiveScan> {
+    let mut export = Export::new(matcher, opts);
+    while let Some(e) = entries.blocking_recv() {
+        let mut r = export.walker.watch(ChannelReader::new(e.chunks));
+        export.entry(&e.name, e.size, &mut r)?;
+        // To its end, whatever the search needed: the digest is checked
+        // on the last bytes.
+        io::copy(&mut r, &mut io::sink())?;
+    }
+    Ok(export.finish())
+}
+
 /// The search of one export's entries, in any order.
 struct Export<'m> {
     matcher: &'m Matcher,

@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod config;
+pub mod registry;
 pub mod repos;
 pub mod sarif;
 pub mod scan;
@@ -254,10 +255,17 @@ pub async fn audit_images(
     images: Vec<(String, source::Source)>,
     matcher: &Arc<Matcher>,
     opts: &archive::Options,
+    access: &registry::Access,
 ) -> Result<Vec<ImageReport>, BuilderError> {
     use source::Source;
     let mut reports = Vec::with_capacity(images.len());
     for (image, source) in images {
+        if let Source::Registry(reference) = &source {
+            for report in registry::audit(&image, reference, access, matcher, opts).await? {
+                reports.push(noted(report, opts));
+            }
+            continue;
+        }
         let report = match (source, docker) {
             (Source::Daemon(name), Some(docker)) => {
                 audit_image(docker, &name, matcher.clone(), opts).await?
@@ -267,11 +275,7 @@ pub async fn audit_images(
                     "audit {image}: a local image needs the Docker daemon"
                 )))
             }
-            (Source::Registry(_), _) => {
-                return Err(BuilderError::Usage(format!(
-                    "audit {image}: registry images are not read yet; copy it with `skopeo copy {image} oci:DIR` and audit oci:DIR"
-                )))
-            }
+            (Source::Registry(_), _) => unreachable!("read above"),
             (Source::OciDir(dir), _) => {
                 let opts = opts.clone();
                 audit_file(&image, matcher, move |m| archive::scan_dir(m, &dir, &opts)).await?
@@ -284,16 +288,20 @@ pub async fn audit_images(
                 .await?
             }
         };
-        let mut report = report;
-        if opts.proxy.is_none() {
-            report.notes.push(
-                "the configuration has no [proxy]: repository files were not checked for the proxy's URL"
-                    .into(),
-            );
-        }
-        reports.push(report);
+        reports.push(noted(report, opts));
     }
     Ok(reports)
+}
+
+/// `report` with the remarks on how it was searched.
+fn noted(mut report: ImageReport, opts: &archive::Options) -> ImageReport {
+    if opts.proxy.is_none() {
+        report.notes.push(
+            "the configuration has no [proxy]: repository files were not checked for the proxy's URL"
+                .into(),
+        );
+    }
+    report
 }
 
 /// Audits an archive or layout directory with `scan`, off the runtime.
@@ -352,14 +360,7 @@ pub async fn audit_image(
     let m = matcher.clone();
     let opts = opts.clone();
     let scanner = tokio::task::spawn_blocking(move || {
-        archive::scan_export(
-            &m,
-            ChannelReader {
-                rx,
-                current: bytes::Bytes::new(),
-            },
-            &opts,
-        )
+        archive::scan_export(&m, archive::ChannelReader::new(rx), &opts)
     });
     let mut stream = docker.export_image(image);
     while let Some(chunk) = stream.next().await {
@@ -425,28 +426,6 @@ fn report(image: &str, id: String, scan: &archive::ArchiveScan, matcher: &Matche
             .collect(),
         notes,
         export_bytes: scan.bytes,
-    }
-}
-
-/// A blocking `Read` over chunks sent from the async side.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-    current: bytes::Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        bytes::Buf::advance(&mut self.current, n);
-        Ok(n)
     }
 }
 

@@ -1,0 +1,298 @@
+//! `docker://REGISTRY/REPO:TAG|@DIGEST`: the image as it was pushed, read
+//! over the distribution API (oci-client) with verified TLS (the system's
+//! trust anchors, plus `--ca-file`), the credentials of the Docker config
+//! file and its credential helpers (or `--authfile`). Every platform of a
+//! multi-platform index is audited, each as an image of its own. A
+//! manifest fetched by digest is checked against it, and every blob
+//! against its digest while it streams (the last bytes decide, so a blob
+//! is always read to its end). Nothing is written to disk.
+
+use super::archive::{self, ArchiveScan, Entry, Options};
+use super::patterns::Matcher;
+use crate::error::BuilderError;
+use futures_util::StreamExt;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig};
+use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::Digest as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Manifest types asked for: images and indexes, OCI and Docker.
+const ACCEPT: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// More trust anchors (PEM), for a private registry's CA.
+    pub ca_file: Option<PathBuf>,
+    /// A Docker config file (`auths`, `credHelpers`, `credsStore`) to use
+    /// instead of `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+    pub auth_file: Option<PathBuf>,
+}
+
+/// One image of a reference: the name it is reported under, the manifest
+/// and the reference to fetch its blobs by.
+struct Image {
+    name: String,
+    reference: Reference,
+    manifest: Vec<u8>,
+    digest: String,
+}
+
+/// Audits `arg` (`docker://...` as given), `reference` without the
+/// transport: one report per image, per platform for an index.
+pub async fn audit(
+    arg: &str,
+    reference: &str,
+    access: &Access,
+    matcher: &Arc<Matcher>,
+    opts: &Options,
+) -> Result<Vec<super::ImageReport>, BuilderError> {
+    let failed = |why: String| BuilderError::Registry {
+        image: arg.to_string(),
+        why,
+    };
+    let reference: Reference = reference.parse().map_err(|e| {
+        BuilderError::Usage(format!(
+            "audit {arg}: not an image reference ({e}); use docker://REGISTRY/REPO:TAG or docker://REGISTRY/REPO@sha256:HEX"
+        ))
+    })?;
+    let client = client(access)?;
+    let auth = credentials(&reference, access)?;
+    let mut images = Vec::new();
+    let (raw, digest) = pull_manifest(&client, &reference, &auth)
+        .await
+        .map_err(failed)?;
+    let top: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| failed(format!("the manifest is not JSON: {e}")))?;
+    match top["manifests"].as_array() {
+        Some(entries) => {
+            for entry in entries {
+                let digest = entry["digest"]
+                    .as_str()
+                    .ok_or_else(|| failed("an index entry has no digest".into()))?;
+                let platform = &entry["platform"];
+                let name = match platform["variant"].as_str() {
+                    Some(v) => format!(
+                        "{arg} [{}/{}/{v}]",
+                        platform["os"], platform["architecture"]
+                    ),
+                    None => format!("{arg} [{}/{}]", platform["os"], platform["architecture"]),
+                }
+                .replace('"', "");
+                let sub = reference.clone_with_digest(digest.to_string());
+                let (manifest, digest) =
+                    pull_manifest(&client, &sub, &auth).await.map_err(failed)?;
+                images.push(Image {
+                    name,
+                    reference: sub,
+                    manifest,
+                    digest,
+                });
+            }
+        }
+        None => images.push(Image {
+            name: arg.to_string(),
+            reference: reference.clone(),
+            manifest: raw.to_vec(),
+            digest,
+        }),
+    }
+    let mut reports = Vec::new();
+    for image in images {
+        let (id, scan) =
+            scan(&client, &image, matcher, opts)
+                .await
+                .map_err(|why| BuilderError::Registry {
+                    image: image.name.clone(),
+                    why,
+                })?;
+        reports.push(super::report(&image.name, id, &scan, matcher));
+    }
+    Ok(reports)
+}
+
+/// The manifest `reference` names, checked against its digest when it
+/// names one.
+async fn pull_manifest(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+) -> Result<(Vec<u8>, String), String> {
+    let (raw, _) = client
+        .pull_manifest_raw(reference, auth, &ACCEPT)
+        .await
+        .map_err(|e| chain(&e))?;
+    let actual = format!("sha256:{:x}", sha2::Sha256::digest(&raw));
+    match reference.digest() {
+        Some(wanted) if wanted != actual => Err(format!(
+            "the manifest for {wanted} has digest {actual}; the registry sent something else"
+        )),
+        _ => Ok((raw.to_vec(), actual)),
+    }
+}
+
+/// Streams the manifest, the config and every layer of `image` into one
+/// export search; the image ID is the config's digest.
+async fn scan(
+    client: &Client,
+    image: &Image,
+    matcher: &Arc<Matcher>,
+    opts: &Options,
+) -> Result<(String, ArchiveScan), String> {
+    let manifest: OciImageManifest = serde_json::from_slice(&image.manifest)
+        .map_err(|e| format!("{} is not an image manifest: {e}", image.digest))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Entry>(1);
+    let (m, o) = (matcher.clone(), opts.clone());
+    let search = tokio::task::spawn_blocking(move || archive::scan_entries(&m, &o, rx));
+    let sent = async {
+        let (chunks_tx, chunks) = tokio::sync::mpsc::channel(8);
+        let name = blob_name(&image.digest);
+        if tx
+            .send(Entry {
+                name,
+                size: image.manifest.len() as u64,
+                chunks,
+            })
+            .await
+            .is_ok()
+        {
+            let _ = chunks_tx
+                .send(Ok(bytes::Bytes::from(image.manifest.clone())))
+                .await;
+        }
+        drop(chunks_tx);
+        for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            let mut blob = client
+                .pull_blob_stream(&image.reference, desc)
+                .await
+                .map_err(|e| format!("blob {}: {}", desc.digest, chain(&e)))?;
+            let (chunks_tx, chunks) = tokio::sync::mpsc::channel(8);
+            let entry = Entry {
+                name: blob_name(&desc.digest),
+                size: desc.size.max(0) as u64,
+                chunks,
+            };
+            if tx.send(entry).await.is_err() {
+                break;
+            }
+            while let Some(chunk) = blob.stream.next().await {
+                let failed = chunk.is_err();
+                if chunks_tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        }
+        Ok::<(), String>(())
+    };
+    let sent = sent.await;
+    drop(tx);
+    let scan = search
+        .await
+        .map_err(|e| format!("the search stopped: {e}"))?
+        .map_err(|e| e.to_string())?;
+    sent?;
+    Ok((manifest.config.digest.clone(), scan))
+}
+
+/// An error with its causes: reqwest's own message omits them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+fn blob_name(digest: &str) -> String {
+    format!("blobs/{}", digest.replacen(':', "/", 1))
+}
+
+/// The client: verified TLS with the system's anchors and `--ca-file`'s.
+fn client(access: &Access) -> Result<Client, BuilderError> {
+    // reqwest's rustls takes the process's provider; ring builds here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut extra = Vec::new();
+    if let Some(path) = &access.ca_file {
+        extra.push(ca_file(path)?);
+    }
+    Client::try_from(ClientConfig {
+        extra_root_certificates: extra,
+        // Every platform is audited; none is picked for this host.
+        platform_resolver: None,
+        ..ClientConfig::default()
+    })
+    .map_err(|e| BuilderError::Usage(format!("cannot set up the registry client: {e}")))
+}
+
+/// `--ca-file`: PEM holding at least one certificate.
+fn ca_file(path: &Path) -> Result<Certificate, BuilderError> {
+    use rustls::pki_types::pem::PemObject;
+    let data = std::fs::read(path).map_err(|source| BuilderError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&data)
+        .filter(Result::is_ok)
+        .count();
+    if certs == 0 {
+        return Err(BuilderError::Usage(format!(
+            "--ca-file {}: no PEM certificate in it; give the registry's CA as PEM (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(Certificate {
+        encoding: CertificateEncoding::Pem,
+        data,
+    })
+}
+
+/// The registry's credentials from the Docker config (or `--authfile`),
+/// anonymous when it has none. Never printed: errors name the registry and
+/// the helper only.
+fn credentials(reference: &Reference, access: &Access) -> Result<RegistryAuth, BuilderError> {
+    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    let server = match reference.resolve_registry() {
+        "index.docker.io" => "https://index.docker.io/v1/".to_string(),
+        other => other.to_string(),
+    };
+    let found = match &access.auth_file {
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|source| BuilderError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &server)
+        }
+        None => docker_credential::get_credential(&server),
+    };
+    match found {
+        Ok(DockerCredential::UsernamePassword(user, password)) => {
+            Ok(RegistryAuth::Basic(user, password))
+        }
+        Ok(DockerCredential::IdentityToken(token)) => Ok(RegistryAuth::Bearer(token)),
+        Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
+        Err(E::ConfigReadError) if access.auth_file.is_none() => Ok(RegistryAuth::Anonymous),
+        Err(E::HelperFailure { helper, .. }) => Err(BuilderError::Usage(format!(
+            "the credential helper docker-credential-{helper} failed for {server}; run `docker-credential-{helper} get` to see why"
+        ))),
+        Err(e) => Err(BuilderError::Usage(format!(
+            "the registry credentials for {server}: {e}; check the Docker config file"
+        ))),
+    }
+}
