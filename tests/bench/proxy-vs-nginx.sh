@@ -13,6 +13,9 @@
 #                   older build of this project, same config, same run, so
 #                   a change's cost is measured against the same machine
 #                   state
+#   pulp-auth-proxy-unrecorded  with RECORD_COST=1: this build with
+#                   proxy.fetch_records = 0 (no fetch record, no sha256 of
+#                   bodies), so the record's cost is the difference
 # Measures: small-file requests/s and p50/p99 latency at 64 connections
 # (wrk), 4 MiB files at 8 concurrent clients (MB/s), one 256 MiB stream
 # (MB/s), the front end's peak RSS and CPU seconds per GiB streamed.
@@ -20,6 +23,7 @@
 #   cargo build --release --workspace --bins
 #   tests/bench/proxy-vs-nginx.sh            # REPS=3 DUR=8 by default
 #   BEFORE_BIN=/path/to/old/pulp-auth-proxy tests/bench/proxy-vs-nginx.sh
+#   RECORD_COST=1 tests/bench/proxy-vs-nginx.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${REPS:-3}
@@ -141,6 +145,14 @@ EOF
 MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2} "$proxy_bin" --config proxy.toml 2>proxy.log &
 proxy_pid=$!
 pids+=("$proxy_pid")
+unrecorded_pid=
+if [[ -n ${RECORD_COST:-} ]]; then
+    sed -e 's/^listen = "127.0.0.1:18083"$/listen = "127.0.0.1:18085"/' -e 's/^\[upstream\]$/fetch_records = 0\n[upstream]/' \
+        proxy.toml >proxy-unrecorded.toml
+    MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX-2} "$proxy_bin" --config proxy-unrecorded.toml 2>proxy-unrecorded.log &
+    unrecorded_pid=$!
+    pids+=("$unrecorded_pid")
+fi
 before_pid=
 if [[ -n $before_bin ]]; then
     sed 's/^listen = "127.0.0.1:18083"$/listen = "127.0.0.1:18084"/' proxy.toml >proxy-before.toml
@@ -152,9 +164,10 @@ sleep 1
 
 declare -A base=([direct]=https://127.0.0.1:18443 [nginx-deployed]=http://127.0.0.1:18081
     [nginx-tuned]=http://127.0.0.1:18082 [pulp-auth-proxy]=http://127.0.0.1:18083
-    [pulp-auth-proxy-before]=http://127.0.0.1:18084)
+    [pulp-auth-proxy-before]=http://127.0.0.1:18084 [pulp-auth-proxy-unrecorded]=http://127.0.0.1:18085)
 targets=(direct nginx-deployed nginx-tuned pulp-auth-proxy)
 [[ -n $before_bin ]] && targets+=(pulp-auth-proxy-before)
+[[ -n $unrecorded_pid ]] && targets+=(pulp-auth-proxy-unrecorded)
 path=/pulp/content/bench
 curl -fsS --cacert ca.pem -H "Authorization: $auth" -o /dev/null https://127.0.0.1:18443$path/1k
 for t in "${targets[@]:1}"; do
@@ -168,6 +181,7 @@ front_pids() {
         nginx-tuned) echo "$(cat tuned.pid) $(pgrep -P "$(cat tuned.pid)" | tr '\n' ' ')" ;;
         pulp-auth-proxy) echo "$proxy_pid" ;;
         pulp-auth-proxy-before) echo "$before_pid" ;;
+        pulp-auth-proxy-unrecorded) echo "$unrecorded_pid" ;;
         *) echo "" ;;
     esac
 }
@@ -263,5 +277,12 @@ row mb4m "4 MiB MB/s (8 clients)"
 row mb256 "256 MiB stream MB/s"
 row cpu "CPU s per GiB (front end)"
 row rss "peak RSS MiB (front end)"
+if [[ -n $unrecorded_pid ]]; then
+    printf '\nThe fetch record (sha256 of every body): with it / without it (proxy.fetch_records = 0)\n'
+    for k in "rps1k:1 KiB req/s" "p99_1k:1 KiB p99 ms" "mb256:256 MiB stream MB/s" "cpu:CPU s per GiB" "rss:peak RSS MiB"; do
+        w=$(val pulp-auth-proxy "${k%%:*}"); o=$(val pulp-auth-proxy-unrecorded "${k%%:*}")
+        printf '%-28s %12.3f %12.3f %9s\n' "${k#*:}" "$w" "$o" "$(ratio "$w" "$o")"
+    done
+fi
 printf '\nreps=%s, wrk duration %ss, medians; CPU per GiB from the 256 MiB stream.\n' "$REPS" "$DUR"
 printf 'Targets: req/s >= 1.0x tuned (1 KiB, 64 KiB); p99 <= tuned; 4 MiB >= 1.0x tuned; stream >= 0.9x direct; RSS <= 32 MiB; CPU/GiB <= tuned.\n'
