@@ -153,8 +153,14 @@ impl Matcher {
         &'a self,
         hay: &'a [u8],
     ) -> impl Iterator<Item = (&'static str, usize, usize)> + 'a {
-        self.ac
-            .find_overlapping_iter(hay)
+        // The overlapping search cannot skip ahead as the leftmost one
+        // does (its prefilter runs at memory speed): ask that one first,
+        // as almost every buffer holds no form at all.
+        self.any
+            .is_match(hay)
+            .then(|| self.ac.find_overlapping_iter(hay))
+            .into_iter()
+            .flatten()
             .map(|m| (self.forms[m.pattern().as_usize()], m.start(), m.end()))
             .chain(self.signatures.iter().flat_map(move |s| s.find_all(hay)))
     }

@@ -69,7 +69,7 @@ http:
     certificate: $work/leaf.pem
     key: $work/leaf.key
 YML
-docker-registry serve registry.yml 2>registry.log &
+docker-registry serve registry.yml >registry.log 2>&1 &
 registry_pid=$!
 for _ in $(seq 100); do
     curl -fsS --cacert ca.pem "https://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
