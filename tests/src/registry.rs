@@ -91,6 +91,31 @@ impl Registry {
         self.dir.path().join("data")
     }
 
+    /// The stored file of blob `digest` (`sha256:HEX`).
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// The manifest `reference` (`docker://...`) names, as skopeo reads it.
+    pub fn manifest(&self, reference: &str) -> serde_json::Value {
+        let auth = self.auth_file(self.dir.path());
+        let out = crate::output(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--authfile"])
+                .arg(&auth)
+                .arg("--cert-dir")
+                .arg(self.dir.path().join("certs.d"))
+                .arg(reference),
+        );
+        assert!(out.status.success(), "skopeo inspect {reference}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// The CA file a client trusts it with.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")

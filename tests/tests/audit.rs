@@ -28,6 +28,11 @@ fn audit_with(args: &[&str]) -> (i32, Value, String) {
 /// `ci-builder audit ARGS` with the test credentials and a proxy address:
 /// exit code, stdout, stderr; neither output holds the password.
 fn run_audit(args: &[&str]) -> (i32, String, String) {
+    run_audit_env(args, &[])
+}
+
+/// [`run_audit`] with `env` set for ci-builder.
+fn run_audit_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (i32, String, String) {
     let s = Scratch::new();
     let cfg = s.write_config(&format!(
         "[proxy]\nlisten = \"{PROXY_LISTEN}\"\n\
@@ -39,7 +44,8 @@ fn run_audit(args: &[&str]) -> (i32, String, String) {
             .arg("--config")
             .arg(&cfg)
             .arg("audit")
-            .args(args),
+            .args(args)
+            .envs(env.iter().copied()),
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -298,8 +304,63 @@ fn every_leak_channel_is_reported_where_it_is() {
     let names: Vec<&str> = images.iter().map(|i| i.tag.as_str()).collect();
     let (code, json, stderr) = audit(&names);
     assert_eq!(code, 1, "{stderr}");
+    assert_channels("the daemon", &channels, &json);
+
+    // The same images in every other form: a docker save archive each, an
+    // OCI archive with zstd layers, and the registry it is pushed to.
+    let s = Scratch::new();
+    let registry = e2e::registry::Registry::start(&e2e::pki::TestCa::new());
+    let (mut archives, mut layouts, mut pushed) = (Vec::new(), Vec::new(), Vec::new());
+    for (c, image) in channels.iter().zip(&images) {
+        let tar = s.path(&format!("{}.tar", c.name));
+        let out = e2e::output(
+            Command::new("docker")
+                .args(["save", "-o"])
+                .arg(&tar)
+                .arg(&image.tag),
+        );
+        assert!(out.status.success(), "docker save: {out:?}");
+        let oci = format!(
+            "oci-archive:{}",
+            s.path(&format!("{}.oci.tar", c.name)).display()
+        );
+        zstd_copy(&tar, &oci);
+        pushed.push(registry.push(&oci, &format!("pap/channels:{}", c.name), false));
+        archives.push(format!("docker-archive:{}", tar.display()));
+        layouts.push(oci);
+    }
+    let auth = registry.auth_file(s.dir.path());
+    let ca = registry.ca_file();
+    for (form, args) in [
+        ("docker-archive", archives),
+        ("oci-archive", layouts),
+        ("docker://", pushed),
+    ] {
+        let mut all = vec![
+            "--json".to_string(),
+            "--ca-file".into(),
+            ca.display().to_string(),
+            "--authfile".into(),
+            auth.display().to_string(),
+        ];
+        all.extend(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = run_audit(&all);
+        assert_eq!(code, 1, "{form}: {stderr}");
+        assert_channels(form, &channels, &serde_json::from_str(&stdout).unwrap());
+    }
+}
+
+/// Each channel's report has its finding where it was put, and only
+/// findings of its class.
+fn assert_channels(source: &str, channels: &[Channel], json: &Value) {
+    assert_eq!(
+        json.as_array().unwrap().len(),
+        channels.len(),
+        "{source}: {json}"
+    );
     for (c, report) in channels.iter().zip(json.as_array().unwrap()) {
-        assert_eq!(report["verdict"], "leaks", "{}: {report}", c.name);
+        assert_eq!(report["verdict"], "leaks", "{source} {}: {report}", c.name);
         let (form, kind, place) = c.expect;
         let hit = findings(report).into_iter().any(|(f, loc)| {
             f == form
@@ -315,7 +376,7 @@ fn every_leak_channel_is_reported_where_it_is() {
         });
         assert!(
             hit,
-            "{}: no {form} finding in {kind} at {place}: {}",
+            "{source} {}: no {form} finding in {kind} at {place}: {}",
             c.name, report["findings"]
         );
         let class = if ["presigned", "sas"].contains(&c.name) {
@@ -324,7 +385,7 @@ fn every_leak_channel_is_reported_where_it_is() {
             "credential"
         };
         for f in report["findings"].as_array().unwrap() {
-            assert_eq!(f["class"], class, "{}: {f}", c.name);
+            assert_eq!(f["class"], class, "{source} {}: {f}", c.name);
         }
     }
 }
@@ -805,6 +866,61 @@ fn registry_images_are_read_over_the_distribution_api_every_platform_verified() 
     }
     assert_ne!(json[1]["id"], json[2]["id"], "two images, not one twice");
 
+    // A credential helper, as `credHelpers` names it; one that fails is
+    // named, and what it printed is not.
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = |name: &str, script: String| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = helpers.path().join(format!("docker-credential-{name}"));
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let secret = serde_json::to_string(e2e::registry::PASSWORD).unwrap();
+    helper(
+        "pap",
+        format!(
+            "#!/bin/sh\nread server\ncat <<'EOF'\n{{\"ServerURL\":\"{}\",\"Username\":\"{}\",\"Secret\":{secret}}}\nEOF\n",
+            registry.addr,
+            e2e::registry::USER
+        ),
+    );
+    helper(
+        "broken",
+        format!("#!/bin/sh\ncat <<'EOF'\n{secret}\nEOF\nexit 1\n"),
+    );
+    let path =
+        std::ffi::OsString::from(format!("{}:{}", helpers.path().display(), e2e::host_path()));
+    for (name, want) in [("pap", 1), ("broken", 2)] {
+        let file = s.path(&format!("helper-{name}.json"));
+        std::fs::write(
+            &file,
+            format!("{{\"credHelpers\":{{\"{}\":\"{name}\"}}}}", registry.addr),
+        )
+        .unwrap();
+        let (code, stdout, stderr) = run_audit_env(
+            &[
+                "--ca-file",
+                ca_arg,
+                "--authfile",
+                file.to_str().unwrap(),
+                &single,
+            ],
+            &[("PATH", &path)],
+        );
+        leak::assert_lacks(
+            "the audit's output",
+            format!("{stdout}{stderr}").as_bytes(),
+            &forbidden,
+        );
+        assert_eq!(code, want, "helper {name}: {stderr}");
+        if name == "broken" {
+            assert!(
+                stderr.contains("docker-credential-broken failed"),
+                "{stderr}"
+            );
+        }
+    }
+
     // TLS is verified: without the CA the registry is not trusted.
     let (code, _, stderr) = run_audit(&["--authfile", auth_arg, &single]);
     assert_eq!(code, 2, "{stderr}");
@@ -832,18 +948,8 @@ fn registry_images_are_read_over_the_distribution_api_every_platform_verified() 
     assert!(stderr.contains("no PEM certificate"), "{stderr}");
 
     // A blob the registry serves changed is refused, not audited.
-    let blobs = registry.storage().join("docker/registry/v2/blobs/sha256");
-    let mut largest: Option<(u64, PathBuf)> = None;
-    for prefix in std::fs::read_dir(&blobs).unwrap() {
-        for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
-            let data = blob.unwrap().path().join("data");
-            let len = std::fs::metadata(&data).unwrap().len();
-            if largest.as_ref().is_none_or(|(l, _)| len > *l) {
-                largest = Some((len, data));
-            }
-        }
-    }
-    let (_, data) = largest.unwrap();
+    let manifest = registry.manifest(&single);
+    let data = registry.blob_file(manifest["layers"][0]["digest"].as_str().unwrap());
     let mut bytes = std::fs::read(&data).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

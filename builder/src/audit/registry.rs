@@ -289,7 +289,7 @@ fn credentials(reference: &Reference, access: &Access) -> Result<RegistryAuth, B
         Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(RegistryAuth::Anonymous),
         Err(E::ConfigReadError) if access.auth_file.is_none() => Ok(RegistryAuth::Anonymous),
         Err(E::HelperFailure { helper, .. }) => Err(BuilderError::Usage(format!(
-            "the credential helper docker-credential-{helper} failed for {server}; run `docker-credential-{helper} get` to see why"
+            "the credential helper {helper} failed for {server}; run `echo {server} | {helper} get` to see why"
         ))),
         Err(e) => Err(BuilderError::Usage(format!(
             "the registry credentials for {server}: {e}; check the Docker config file"
