@@ -21,6 +21,22 @@ pub mod signatures;
 mod types;
 
 pub use error::{ConfigError, Problem};
+
+/// Walks an error's `source()` chain into one line: hyper's, hyper-util's
+/// and reqwest's `Display` show only the top level.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}
 pub use types::{
     http_url, parse_size, ClientNet, Distro, InterfaceName, ListenAddr, LogLevel, PathPrefix,
     ProbePath, RedirectHost, Scheme, UpstreamOrigin,

@@ -318,21 +318,9 @@ pub enum ProxyError {
     Upstream(UpstreamError),
 }
 
-/// Walks an error's `source()` chain into one line; hyper's and
-/// hyper-util's `Display` show only the top level.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
-}
+/// Walks an error's `source()` chain into one line (shared with
+/// ci-builder).
+pub use pulp_auth_config::error_chain as chain;
 
 /// Every error in the chain, outermost first, including those wrapped
 /// inside `io::Error`s.

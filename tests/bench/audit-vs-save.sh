@@ -14,6 +14,7 @@
 #   tests/bench/audit-vs-save.sh [MiB, default 1024] [runs, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/bench/certs.sh
 mib=${1:-1024}
 runs=${2:-3}
 bin=$PWD/target/release/ci-builder
@@ -48,12 +49,7 @@ TOML
 
 # The registry: a leaf for 127.0.0.1 from a throwaway CA, no auth.
 cd "$work"
-openssl ecparam -genkey -name prime256v1 -noout -out ca.key 2>/dev/null
-openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.pem 2>/dev/null
-openssl ecparam -genkey -name prime256v1 -noout -out leaf.key 2>/dev/null
-openssl req -new -key leaf.key -subj /CN=127.0.0.1 -out leaf.csr 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext
-openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out leaf.pem 2>/dev/null
+bench_certs
 mkdir certs.d && cp ca.pem certs.d/ca.crt
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > registry.yml <<YML

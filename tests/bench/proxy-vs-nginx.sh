@@ -26,6 +26,7 @@
 #   RECORD_COST=1 tests/bench/proxy-vs-nginx.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/bench/certs.sh
 REPS=${REPS:-3}
 DUR=${DUR:-8}
 # PROXY_BIN= for a build elsewhere (a CARGO_TARGET_DIR of its own).
@@ -55,12 +56,7 @@ trap cleanup EXIT
 cd "$work"
 
 # Certificates: a CA and a leaf for 127.0.0.1.
-openssl ecparam -genkey -name prime256v1 -noout -out ca.key 2>/dev/null
-openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.pem 2>/dev/null
-openssl ecparam -genkey -name prime256v1 -noout -out leaf.key 2>/dev/null
-openssl req -new -key leaf.key -subj /CN=127.0.0.1 -out leaf.csr 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext
-openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out leaf.pem 2>/dev/null
+bench_certs
 
 mkdir -p www/pulp/content/bench
 for f in 1k:1024 64k:65536 4m:4194304 256m:268435456; do

@@ -698,7 +698,8 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-pub(crate) fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (invalid ones kept as they are).
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -186,7 +186,7 @@ async fn assert_record_matches_the_upstream(s: &Setup, repo: &std::path::Path) {
     {
         let path = r["path"].as_str().unwrap();
         // The record keeps the path as forwarded, percent-encoded.
-        let rel = percent_decoded(path.strip_prefix(REPO_PREFIX).unwrap());
+        let rel = e2e::upstream::percent_decode(path.strip_prefix(REPO_PREFIX).unwrap());
         let file = repo.join(rel.trim_start_matches('/'));
         let data =
             std::fs::read(&file).unwrap_or_else(|e| panic!("{path} as {}: {e}", file.display()));
@@ -198,28 +198,6 @@ async fn assert_record_matches_the_upstream(s: &Setup, repo: &std::path::Path) {
         packages += usize::from(path.ends_with(".deb"));
     }
     assert!(packages > 0, "no package in the record: {records:?}");
-}
-
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// The cache's promise on a real package manager: a second, identical

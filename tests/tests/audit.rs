@@ -313,13 +313,7 @@ fn every_leak_channel_is_reported_where_it_is() {
     let (mut archives, mut layouts, mut pushed) = (Vec::new(), Vec::new(), Vec::new());
     for (c, image) in channels.iter().zip(&images) {
         let tar = s.path(&format!("{}.tar", c.name));
-        let out = e2e::output(
-            Command::new("docker")
-                .args(["save", "-o"])
-                .arg(&tar)
-                .arg(&image.tag),
-        );
-        assert!(out.status.success(), "docker save: {out:?}");
+        docker_save(&image.tag, &tar);
         let oci = format!(
             "oci-archive:{}",
             s.path(&format!("{}.oci.tar", c.name)).display()
@@ -433,14 +427,19 @@ fn saved(name: &str, extra: &str) -> (Image, Scratch, PathBuf) {
     );
     let s = Scratch::new();
     let tar = s.path("image.tar");
+    docker_save(&image.tag, &tar);
+    (image, s, tar)
+}
+
+/// `docker save -o tar image`.
+fn docker_save(image: &str, tar: &std::path::Path) {
     let out = e2e::output(
         Command::new("docker")
             .args(["save", "-o"])
-            .arg(&tar)
-            .arg(&image.tag),
+            .arg(tar)
+            .arg(image),
     );
-    assert!(out.status.success(), "docker save: {out:?}");
-    (image, s, tar)
+    assert!(out.status.success(), "docker save {image}: {out:?}");
 }
 
 fn assert_secret_file_found(arg: &str, found: &[(String, Value)]) {
@@ -560,13 +559,7 @@ fn a_repository_file_left_naming_the_proxy_is_a_warning_in_every_form() {
     );
     let s = Scratch::new();
     let tar = s.path("image.tar");
-    let out = e2e::output(
-        Command::new("docker")
-            .args(["save", "-o"])
-            .arg(&tar)
-            .arg(&image.tag),
-    );
-    assert!(out.status.success(), "docker save: {out:?}");
+    docker_save(&image.tag, &tar);
     let oci = format!("oci-archive:{}", s.path("oci.tar").display());
     zstd_copy(&tar, &oci);
     for arg in [

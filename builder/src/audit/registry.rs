@@ -129,7 +129,7 @@ async fn pull_manifest(
     let (raw, _) = client
         .pull_manifest_raw(reference, auth, &ACCEPT)
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| pulp_auth_config::error_chain(&e))?;
     let actual = format!("sha256:{:x}", sha2::Sha256::digest(&raw));
     match reference.digest() {
         Some(wanted) if wanted != actual => Err(format!(
@@ -173,7 +173,13 @@ async fn scan(
             let mut blob = client
                 .pull_blob_stream(&image.reference, desc)
                 .await
-                .map_err(|e| format!("blob {}: {}", desc.digest, chain(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "blob {}: {}",
+                        desc.digest,
+                        pulp_auth_config::error_chain(&e)
+                    )
+                })?;
             let (chunks_tx, chunks) = tokio::sync::mpsc::channel(8);
             let entry = Entry {
                 name: blob_name(&desc.digest),
@@ -200,21 +206,6 @@ async fn scan(
         .map_err(|e| e.to_string())?;
     sent?;
     Ok((manifest.config.digest.clone(), scan))
-}
-
-/// An error with its causes: reqwest's own message omits them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 fn blob_name(digest: &str) -> String {
