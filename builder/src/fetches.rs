@@ -52,6 +52,10 @@ pub struct Manifest {
     /// The build's records the proxy no longer held (raise
     /// `proxy.fetch_records`).
     pub lost: u64,
+    /// The proxy restarted during the build: the records before the
+    /// restart are gone, and `from` is 0 of the new record.
+    #[serde(default)]
+    pub restarted: bool,
     /// Every fetch, oldest first.
     pub fetches: Vec<Record>,
 }
@@ -105,15 +109,28 @@ impl Proxy {
     }
 
     /// The cursor now: records after it are the ones still to come.
-    pub async fn cursor(&self) -> Result<u64, FetchesError> {
-        let (_, cursor, _) = self.ask(http::Method::HEAD, &self.url).await?;
-        Ok(cursor)
+    pub async fn cursor(&self) -> Result<Cursor, FetchesError> {
+        let (_, page) = self.ask(http::Method::HEAD, &self.url).await?;
+        Ok(Cursor {
+            epoch: page.epoch,
+            seq: page.cursor,
+        })
     }
 
-    /// Every record after `from`.
-    pub async fn since(&self, from: u64) -> Result<Manifest, FetchesError> {
-        let url = format!("{}?since={from}", self.url);
-        let (body, to, lost) = self.ask(http::Method::GET, &url).await?;
+    /// Every record after `from`; all the proxy holds when it restarted
+    /// since `from` was read.
+    pub async fn since(&self, from: Cursor) -> Result<Manifest, FetchesError> {
+        let url = format!("{}?since={}", self.url, from.seq);
+        let (mut body, mut page) = self.ask(http::Method::GET, &url).await?;
+        let restarted = page.epoch != from.epoch;
+        let from = if restarted {
+            let url = format!("{}?since=0", self.url);
+            (body, page) = self.ask(http::Method::GET, &url).await?;
+            0
+        } else {
+            from.seq
+        };
+        let (to, lost) = (page.cursor, page.lost);
         let malformed = |what: String| FetchesError::Malformed {
             url: url.clone(),
             what,
@@ -131,15 +148,12 @@ impl Proxy {
             from,
             to,
             lost,
+            restarted,
             fetches,
         })
     }
 
-    async fn ask(
-        &self,
-        method: http::Method,
-        url: &str,
-    ) -> Result<(Bytes, u64, u64), FetchesError> {
+    async fn ask(&self, method: http::Method, url: &str) -> Result<(Bytes, Page), FetchesError> {
         let uri: http::Uri = url.parse().map_err(|_| FetchesError::Url(url.into()))?;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -177,14 +191,34 @@ impl Proxy {
                     what: format!("no number in the {name} header"),
                 })
         };
-        let (cursor, lost) = (number("fetches-cursor")?, number("fetches-lost")?);
+        let page = Page {
+            cursor: number("fetches-cursor")?,
+            lost: number("fetches-lost")?,
+            epoch: number("fetches-epoch")?,
+        };
         let body = tokio::time::timeout(TIMEOUT, resp.into_body().collect())
             .await
             .map_err(|_| unreachable("the body did not arrive in time".into()))?
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        Ok((body, cursor, lost))
+        Ok((body, page))
     }
+}
+
+/// Where the proxy's record stood: its epoch and the newest record then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// `Fetches-Epoch`: when the proxy's record began.
+    pub epoch: u64,
+    /// `Fetches-Cursor`.
+    pub seq: u64,
+}
+
+/// The headers of a `/fetches` answer.
+struct Page {
+    cursor: u64,
+    lost: u64,
+    epoch: u64,
 }
 
 /// The file name of a build's manifest: `<tag>.fetches.json`.
@@ -350,6 +384,7 @@ mod tests {
             from: 0,
             to: fetches.len() as u64,
             lost: 0,
+            restarted: false,
             fetches,
         }
     }

@@ -169,7 +169,7 @@ fn compact_time(t: std::time::SystemTime) -> String {
 }
 
 /// Writes the build's fetches after `cursor` to `path`, or says why not.
-async fn write_manifest(record: &fetches::Proxy, cursor: u64, path: &std::path::Path) {
+async fn write_manifest(record: &fetches::Proxy, cursor: fetches::Cursor, path: &std::path::Path) {
     let manifest = match record.since(cursor).await {
         Ok(m) => m,
         Err(e) => {
@@ -186,6 +186,11 @@ async fn write_manifest(record: &fetches::Proxy, cursor: u64, path: &std::path::
         manifest.fetches.len(),
         path.display()
     );
+    if manifest.restarted {
+        eprintln!(
+            "ci-builder: warning: the proxy restarted during the build; the manifest holds only the fetches since"
+        );
+    }
     if manifest.lost > 0 {
         eprintln!(
             "ci-builder: warning: the proxy no longer held {} of this build's fetches; raise proxy.fetch_records",

@@ -139,7 +139,7 @@ impl Proxy {
     /// endpoint used for readiness. Never the rest of the REST API.
     pub const DEFAULT_ALLOWED_PATHS: [&'static str; 2] = ["/pulp/content/", "/pulp/api/v3/status/"];
     /// `proxy.fetch_records` when absent: a few Kolla builds' worth, about
-    /// 4 MiB at most.
+    /// 5 MiB at most (the ring also bounds the bytes its paths take).
     pub const DEFAULT_FETCH_RECORDS: u32 = 20_000;
     /// `proxy.max_connections` when absent.
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;

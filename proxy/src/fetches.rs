@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One completed forwarded response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Fetch {
     /// `HEAD` rather than `GET`.
     pub head: bool,
@@ -33,21 +33,32 @@ pub struct Fetch {
     pub storage: Option<String>,
 }
 
+#[derive(Clone)]
 struct Kept {
     seq: u64,
     unix_ms: u64,
     fetch: Fetch,
 }
 
-/// The last `proxy.fetch_records` fetches.
+/// Path bytes kept per record on average: paths may be as long as
+/// `proxy.max_url_bytes`, so the ring is bounded in bytes too.
+const PATH_BUDGET: usize = 128;
+
+/// The last `proxy.fetch_records` fetches (fewer when their paths are
+/// long).
 pub struct Fetches {
     capacity: usize,
     upstream_host: String,
+    /// When this record began (ms since the epoch): a cursor is only
+    /// meaningful with the epoch it was read with, as `seq` starts again
+    /// at 1 when the proxy restarts.
+    epoch: u64,
     ring: Mutex<Ring>,
 }
 
 struct Ring {
     kept: VecDeque<Kept>,
+    path_bytes: usize,
     last: u64,
 }
 
@@ -66,6 +77,8 @@ pub struct Page {
     pub cursor: u64,
     /// Records after the asked cursor that the ring no longer holds.
     pub lost: u64,
+    /// When this record began; see [`Fetches::epoch`].
+    pub epoch: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -90,21 +103,32 @@ impl Fetches {
         Self {
             capacity,
             upstream_host,
+            epoch: now_ms(),
             ring: Mutex::new(Ring {
                 kept: VecDeque::new(),
+                path_bytes: 0,
                 last: 0,
             }),
         }
     }
 
+    /// When this record began, in ms since the epoch: it changes when the
+    /// proxy restarts, and a cursor of another epoch means nothing.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Records `fetch`, dropping the oldest when full.
     pub fn record(&self, fetch: Fetch) {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let unix_ms = now_ms();
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        if ring.kept.len() == self.capacity {
-            ring.kept.pop_front();
+        ring.path_bytes += fetch.path.len();
+        while ring.kept.len() >= self.capacity
+            || (ring.path_bytes > self.capacity * PATH_BUDGET && !ring.kept.is_empty())
+        {
+            if let Some(old) = ring.kept.pop_front() {
+                ring.path_bytes -= old.fetch.path.len();
+            }
         }
         ring.last += 1;
         let seq = ring.last;
@@ -122,11 +146,22 @@ impl Fetches {
 
     /// Every kept record newer than `cursor`.
     pub fn since(&self, cursor: u64) -> Page {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = ring.kept.front().map_or(ring.last + 1, |k| k.seq);
-        let lost = oldest.saturating_sub(cursor.saturating_add(1));
+        // Copied under the lock, written out after: a large page does not
+        // hold up the transfers that record themselves meanwhile.
+        let (kept, last, lost) = {
+            let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+            let oldest = ring.kept.front().map_or(ring.last + 1, |k| k.seq);
+            let lost = oldest.saturating_sub(cursor.saturating_add(1));
+            let kept: Vec<Kept> = ring
+                .kept
+                .iter()
+                .filter(|k| k.seq > cursor)
+                .cloned()
+                .collect();
+            (kept, ring.last, lost)
+        };
         let mut lines = Vec::new();
-        for k in ring.kept.iter().filter(|k| k.seq > cursor) {
+        for k in &kept {
             let f = &k.fetch;
             let line = Line {
                 seq: k.seq,
@@ -146,10 +181,17 @@ impl Fetches {
         }
         Page {
             lines,
-            cursor: ring.last,
+            cursor: last,
             lost,
+            epoch: self.epoch,
         }
     }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -206,6 +248,19 @@ mod tests {
         assert!(page.lines.is_empty());
         assert_eq!((page.cursor, page.lost), (5, 0));
         assert_eq!(f.since(4).lost, 0);
+    }
+
+    #[test]
+    fn long_paths_take_the_place_of_several_records() {
+        let f = Fetches::new(4, "pulp.example.test".into());
+        let long = format!("/{}", "x".repeat(4 * PATH_BUDGET));
+        f.record(fetch("/a"));
+        f.record(fetch(&long));
+        let page = f.since(0);
+        assert_eq!(paths(&page), [format!("2 {long}")]);
+        assert_eq!(page.lost, 1);
+        f.record(fetch("/b"));
+        assert_eq!(paths(&f.since(0)), ["3 /b"]);
     }
 
     #[test]

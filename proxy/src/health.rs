@@ -11,8 +11,10 @@
 //! - `GET /metrics`: Prometheus text (unless `proxy.metrics_listen` moves it);
 //! - `GET /fetches?since=CURSOR`: the fetch record after CURSOR (all kept
 //!   without it) as JSON lines, where `/metrics` is served; the headers
-//!   `Fetches-Cursor` (the next cursor) and `Fetches-Lost` (records after
-//!   CURSOR the ring no longer holds) come with `HEAD` too.
+//!   `Fetches-Cursor` (the next cursor), `Fetches-Lost` (records after
+//!   CURSOR the ring no longer holds) and `Fetches-Epoch` (when the record
+//!   began: a cursor of another epoch is from before a restart) come with
+//!   `HEAD` too.
 
 use crate::body::ProxyBody;
 use crate::credentials::BasicAuth;
@@ -232,7 +234,11 @@ fn fetches(state: &State, parts: &request::Parts) -> Response<ProxyBody> {
         Bytes::from(page.lines)
     };
     let mut resp = local(StatusCode::OK, lines, "application/x-ndjson");
-    for (name, value) in [("fetches-cursor", page.cursor), ("fetches-lost", page.lost)] {
+    for (name, value) in [
+        ("fetches-cursor", page.cursor),
+        ("fetches-lost", page.lost),
+        ("fetches-epoch", page.epoch),
+    ] {
         resp.headers_mut().insert(name, HeaderValue::from(value));
     }
     resp

@@ -72,6 +72,30 @@ pub fn output(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// Writes an executable script that the test then runs. This process never
+/// holds it open for writing: a child another test thread forks meanwhile
+/// would inherit that descriptor until its exec, and running the script
+/// then fails with ETXTBSY ("Text file busy").
+pub fn write_script(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cat > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "writing {}: {status}", path.display());
+}
+
 /// Runs `cmd` through [`output`], failing the test with `what`, the exit
 /// status and the output when it does not succeed; returns its stdout.
 pub fn run(cmd: &mut std::process::Command, what: &str) -> String {

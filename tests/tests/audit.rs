@@ -702,6 +702,7 @@ fn the_sarif_log_is_valid_sarif_2_1_0_with_a_rule_per_class() {
             "credential-url-encoded",
             "credential-user-password",
             "proxy-url-in-repository-file",
+            "search-incomplete",
             "storage-signature",
         ],
         "{text}"
@@ -717,13 +718,18 @@ fn the_sarif_log_is_valid_sarif_2_1_0_with_a_rule_per_class() {
         warning["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
         "etc/apt/sources.list.d/pulp.list"
     );
-    let notes = &run["invocations"][0]["toolExecutionNotifications"];
+    let incomplete: Vec<&Value> = run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ruleId"] == "search-incomplete")
+        .collect();
     assert!(
-        notes[0]["message"]["text"]
+        incomplete.iter().any(|r| r["message"]["text"]
             .as_str()
             .unwrap()
-            .contains("var/log/deep.gz"),
-        "what a bound kept from the search is told: {notes}"
+            .contains("var/log/deep.gz")),
+        "what a bound kept from the search is a result: {text}"
     );
     assert_eq!(run["properties"]["images"][0]["verdict"], "leaks");
 }
@@ -863,10 +869,10 @@ fn registry_images_are_read_over_the_distribution_api_every_platform_verified() 
     // named, and what it printed is not.
     let helpers = tempfile::tempdir().unwrap();
     let helper = |name: &str, script: String| {
-        use std::os::unix::fs::PermissionsExt;
-        let path = helpers.path().join(format!("docker-credential-{name}"));
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        e2e::write_script(
+            &helpers.path().join(format!("docker-credential-{name}")),
+            &script,
+        );
     };
     let secret = serde_json::to_string(e2e::registry::PASSWORD).unwrap();
     helper(

@@ -7,7 +7,6 @@ use e2e::netns::Netns;
 use e2e::proxy::Scratch;
 use e2e::upstream::Versions;
 use e2e::{leak, Setup, PASSWORD, USERNAME};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -46,8 +45,7 @@ exit "${FAKE_EXIT:-0}"
 
 fn fake_kayobe(dir: &Path) -> String {
     let p = dir.join("kayobe");
-    std::fs::write(&p, FAKE_KAYOBE).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    e2e::write_script(&p, FAKE_KAYOBE);
     p.to_str().unwrap().to_string()
 }
 
@@ -753,8 +751,7 @@ async fn plain_kolla_mode_runs_kolla_build_with_its_own_config_and_override() {
     let s = Setup::start().await;
     let dir = s.scratch.dir.path();
     let kb = dir.join("kolla-build");
-    std::fs::write(&kb, FAKE_KOLLA_BUILD).unwrap();
-    std::fs::set_permissions(&kb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    e2e::write_script(&kb, FAKE_KOLLA_BUILD);
     std::fs::write(
         dir.join("mine.conf"),
         "[DEFAULT]\nbase = ubuntu\npull = false\n[cron]\ntag = x\n",

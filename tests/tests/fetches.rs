@@ -172,6 +172,14 @@ async fn the_record_is_bounded_says_what_it_lost_and_can_be_off() {
     assert_eq!(seqs, [2, 3]);
     assert_eq!(header(&page, "fetches-lost"), 1);
 
+    // A cursor belongs to its epoch: a restarted proxy counts from 1 again
+    // in another one.
+    let again = Setup::start_with(Versions::Both, "", proxy_keys("fetch_records = 2")).await;
+    let first = send(s.proxy.addr, "HEAD", "/fetches", &[]).await;
+    let second = send(again.proxy.addr, "HEAD", "/fetches", &[]).await;
+    assert!(header(&first, "fetches-epoch") < header(&second, "fetches-epoch"));
+    assert_eq!(header(&second, "fetches-cursor"), 0);
+
     let off = Setup::start_with(Versions::Both, "", proxy_keys("fetch_records = 0")).await;
     let got = get(off.proxy.addr, "/fetches").await;
     assert_eq!(got.status, 404);

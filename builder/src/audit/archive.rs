@@ -265,7 +265,7 @@ impl<'m> Export<'m> {
     }
 
     fn entry(&mut self, name: &str, size: u64, r: &mut dyn Read) -> io::Result<()> {
-        self.out.bytes += size;
+        self.out.bytes = self.out.bytes.saturating_add(size);
         let (head, n) = peek(r)?;
         let mut body = Cursor::new(head[..n].to_vec()).chain(r);
         match Kind::sniff(&head[..n]) {
@@ -273,8 +273,9 @@ impl<'m> Export<'m> {
                 self.walker.search(&mut body, &At::layer(name))
             }
             _ if size <= SMALL_JSON => {
+                // At most what the size said, whatever the source sends.
                 let mut data = Vec::with_capacity(size as usize);
-                body.read_to_end(&mut data)?;
+                body.take(SMALL_JSON).read_to_end(&mut data)?;
                 for h in scan_reader(self.matcher, data.as_slice())?.hits {
                     self.out.findings.push(RawFinding {
                         form: h.form,

@@ -72,7 +72,13 @@ pub async fn audit(
         .map_err(failed)?;
     let top: serde_json::Value = serde_json::from_slice(&raw)
         .map_err(|e| failed(format!("the manifest is not JSON: {e}")))?;
-    match top["manifests"].as_array() {
+    let is_image = top.get("config").is_some() && top.get("layers").is_some();
+    match top["manifests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .filter(|_| !is_image)
+    {
+        Some([]) => return Err(failed("the index lists no image".into())),
         Some(entries) => {
             for entry in entries {
                 let digest = entry["digest"]
@@ -129,7 +135,7 @@ async fn pull_manifest(
     let (raw, _) = client
         .pull_manifest_raw(reference, auth, &ACCEPT)
         .await
-        .map_err(|e| pulp_auth_config::error_chain(&e))?;
+        .map_err(|e| told(&pulp_auth_config::error_chain(&e)))?;
     let actual = format!("sha256:{:x}", sha2::Sha256::digest(&raw));
     match reference.digest() {
         Some(wanted) if wanted != actual => Err(format!(
@@ -189,7 +195,22 @@ async fn scan(
             if tx.send(entry).await.is_err() {
                 break;
             }
+            // The digest is only known wrong at the end: a blob longer
+            // than its descriptor says is cut off here, so no registry can
+            // feed the search without end.
+            let (mut sent, size) = (0u64, desc.size.max(0) as u64);
             while let Some(chunk) = blob.stream.next().await {
+                let chunk = chunk.and_then(|c| {
+                    sent += c.len() as u64;
+                    if sent > size {
+                        Err(std::io::Error::other(format!(
+                            "blob {} is longer than the {size} bytes its descriptor says",
+                            desc.digest
+                        )))
+                    } else {
+                        Ok(c)
+                    }
+                });
                 let failed = chunk.is_err();
                 if chunks_tx.send(chunk).await.is_err() || failed {
                     break;
@@ -203,9 +224,38 @@ async fn scan(
     let scan = search
         .await
         .map_err(|e| format!("the search stopped: {e}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| told(&e.to_string()))?;
     sent?;
     Ok((manifest.config.digest.clone(), scan))
+}
+
+/// A registry's or the client's message as it may be shown: URLs without
+/// their query (a blob redirect's is a presigned storage URL, a secret)
+/// and control characters escaped (the registry chose the text).
+fn told(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_query = false;
+    let mut url = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ',') {
+            in_query = false;
+            url = false;
+        } else if text[i..].starts_with("://") {
+            url = true;
+        } else if url && c == '?' {
+            in_query = true;
+            out.push_str("?[query removed]");
+        }
+        if in_query {
+            continue;
+        }
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn blob_name(digest: &str) -> String {
@@ -222,6 +272,9 @@ fn client(access: &Access) -> Result<Client, BuilderError> {
     }
     Client::try_from(ClientConfig {
         extra_root_certificates: extra,
+        // A registry that stops answering ends the audit with an error.
+        connect_timeout: Some(std::time::Duration::from_secs(30)),
+        read_timeout: Some(std::time::Duration::from_secs(120)),
         // Every platform is audited; none is picked for this host.
         platform_resolver: None,
         ..ClientConfig::default()
@@ -285,5 +338,20 @@ fn credentials(reference: &Reference, access: &Access) -> Result<RegistryAuth, B
         Err(e) => Err(BuilderError::Usage(format!(
             "the registry credentials for {server}: {e}; check the Docker config file"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::told;
+
+    #[test]
+    fn a_message_shows_no_query_and_no_control_character() {
+        assert_eq!(
+            told("error sending request for url (https://s3.example.test/b/x?X-Amz-Signature=ab&X-Amz-Credential=k) at https://r/v2/?a=b\x1b[31m"),
+            "error sending request for url (https://s3.example.test/b/x?[query removed]) at https://r/v2/?[query removed]"
+        );
+        assert_eq!(told("bad\ndigest"), "bad\\u{a}digest");
+        assert_eq!(told("no url? here"), "no url? here");
     }
 }

@@ -20,7 +20,8 @@ pub struct ProxyLeft {
 }
 
 /// The files naming the proxy in each image whose layers, lowest first,
-/// are `orders`; layers no order names are taken in the order met.
+/// are `orders`; without any order (no manifest found), the layers are
+/// taken in the order met.
 pub fn proxy_left(events: &[RepoEvent], orders: &[Vec<String>]) -> Vec<ProxyLeft> {
     let met: Vec<String> = {
         let mut seen = Vec::new();

@@ -19,7 +19,7 @@ struct Rule {
     level: &'static str,
 }
 
-const RULES: [Rule; 6] = [
+const RULES: [Rule; 7] = [
     Rule {
         id: "credential-password",
         name: "PasswordInImage",
@@ -59,6 +59,14 @@ const RULES: [Rule; 6] = [
                images built from this one would fetch through a proxy that is not there.",
         level: "warning",
     },
+    Rule {
+        id: "search-incomplete",
+        name: "FileNotSearchedThrough",
+        text: "A bound (nesting depth, decompressed size, compression ratio) kept a file \
+               from being searched through; it was searched as stored, and the image is \
+               not shown clean.",
+        level: "warning",
+    },
 ];
 
 /// The rule a finding falls under (an index into [`RULES`]).
@@ -77,6 +85,7 @@ fn rule_of(f: &Finding) -> usize {
 }
 
 const PROXY_RULE: usize = 5;
+const INCOMPLETE_RULE: usize = 6;
 
 /// The SARIF log of an audit.
 pub fn log(reports: &[ImageReport]) -> Value {
@@ -99,13 +108,26 @@ pub fn log(reports: &[ImageReport]) -> Value {
                 "locations": [layer_location(r, &w.layer, &w.path, Some(w.offset))],
             }));
         }
+        // A result, not only a notification: code-scanning views show
+        // results, and an image with none would look clean.
         for i in &r.incomplete {
-            notifications.push(json!({
-                "level": "warning",
+            let rule = &RULES[INCOMPLETE_RULE];
+            results.push(json!({
+                "ruleId": rule.id,
+                "ruleIndex": INCOMPLETE_RULE,
+                "level": rule.level,
                 "message": { "text": format!(
                     "{}: not searched through: layer {} /{}: {}",
                     r.image, i.entry, i.path.trim_start_matches('/'), i.reason
                 ) },
+                // From its start: the whole file went unsearched.
+                "locations": [layer_location(r, &i.entry, &i.path, Some(0))],
+            }));
+        }
+        for n in &r.notes {
+            notifications.push(json!({
+                "level": "note",
+                "message": { "text": format!("{}: {n}", r.image) },
             }));
         }
     }

@@ -345,7 +345,14 @@ impl<'m> Walker<'m> {
                 self.repos.push(RepoEvent::File {
                     entry: at.entry.clone(),
                     path: path.clone(),
-                    proxy_at: self.proxy.as_deref().and_then(|p| names(&data, p)),
+                    proxy_at: self.proxy.as_deref().and_then(|p| {
+                        // `http://IP` is also written `http://IP:80`.
+                        let explicit = format!("{p}:80");
+                        // Only the scheme's colon: no port given (IPv4 or a name).
+                        let default_port = p.matches(':').count() == 1;
+                        names(&data, p)
+                            .or_else(|| default_port.then(|| names(&data, &explicit)).flatten())
+                    }),
                 });
                 self.file(&mut data.as_slice(), &child, depth + 1)?;
             } else {
@@ -790,10 +797,15 @@ mod tests {
                     "etc/yum.repos.d/a.repo",
                     b"baseurl=http://192.168.33.30/x\n",
                 ),
-                // Another port on the proxy's host is another service.
+                // Another port on the proxy's host is another service;
+                // port 80 written out is the proxy.
                 (
                     "etc/yum.repos.d/port.repo",
                     b"baseurl=http://192.168.33.3:8080/x\n",
+                ),
+                (
+                    "etc/yum.repos.d/port80.repo",
+                    b"baseurl=http://192.168.33.3:80/x\n",
                 ),
                 ("etc/yum.repos.d/.wh.b.repo", b""),
                 (
@@ -818,6 +830,7 @@ mod tests {
                 "etc/apt/sources.list.d/debian.sources=Some(6)",
                 "etc/yum.repos.d/a.repo=None",
                 "etc/yum.repos.d/port.repo=None",
+                "etc/yum.repos.d/port80.repo=Some(8)",
                 "-etc/yum.repos.d/b.repo",
                 "opt/copy/sources.list=Some(4)"
             ]
