@@ -9,12 +9,13 @@
 # audit tests, mmdebstrap, dpkg-scanpackages (dpkg-dev) and apt-ftparchive
 # (apt-utils) for the APT end-to-end test, curl as a client inside namespaces,
 # skopeo to turn exports into OCI layouts with zstd layers for the audit,
-# and docker-registry with htpasswd (apache2-utils) as the registry it reads.
+# and docker-registry with htpasswd (apache2-utils) as the registry it reads;
+# readelf (binutils) for the packages' glibc check.
 # The Pulp tier: Debian's python3 with venv (tests/pulp/venv.sh), the
 # PostgreSQL server for its private cluster, rpm (rpmbuild) and
 # createrepo-c for its RPM repository, dnf and python3-dnf (librepo, the
 # HTTP client dnf has on Rocky Linux) as the RPM client.
-packages=(ca-certificates procps systemd iproute2 util-linux docker.io busybox-static gzip
+packages=(ca-certificates binutils procps systemd iproute2 util-linux docker.io busybox-static gzip
     mmdebstrap dpkg-dev apt-utils curl skopeo docker-registry apache2-utils python3 python3-venv postgresql rpm createrepo-c dnf python3-dnf)
 missing=()
 for p in "${packages[@]}"; do

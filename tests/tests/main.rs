@@ -13,6 +13,7 @@ mod forwarding;
 mod kolla;
 mod listening;
 mod net;
+mod packages;
 mod policy;
 mod pulp;
 mod responses;

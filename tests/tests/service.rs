@@ -23,7 +23,7 @@ fn staged_units() -> tempfile::TempDir {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         if name.ends_with(".service") || name.ends_with(".socket") {
             let text = std::fs::read_to_string(&path).unwrap();
-            let text = text.replace("/usr/local/bin/pulp-auth-proxy", bin.to_str().unwrap());
+            let text = text.replace("/usr/bin/pulp-auth-proxy", bin.to_str().unwrap());
             std::fs::write(dir.path().join(name), text).unwrap();
         }
     }
