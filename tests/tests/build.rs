@@ -60,7 +60,13 @@ fn config(s: &Scratch, listen: &str, extra: &str) -> std::path::PathBuf {
 
 fn builder(cfg: &Path, args: &[&str], env: &[(&str, &str)], out: &Path) -> Output {
     let mut cmd = Command::new(e2e::bin("ci-builder"));
-    cmd.arg("--config").arg(cfg).args(args).env("FAKE_OUT", out);
+    // In `out`: a build writes its fetch manifest into the current
+    // directory, which must not be the checkout.
+    cmd.arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("FAKE_OUT", out)
+        .current_dir(out);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -382,6 +388,7 @@ async fn a_failed_build_tool_exits_4_and_signals_pass_through() {
             .arg("--config")
             .arg(&cfg)
             .args(["build", "seed", "--tag", "x"])
+            .current_dir(&dir)
             .env("FAKE_OUT", &dir)
             .env("FAKE_WAIT", "1")
             .stdout(std::process::Stdio::null())

@@ -125,6 +125,8 @@ fn kolla_tier(storage: Storage) {
                 .arg("--config")
                 .arg(&cfg)
                 .args(args)
+                // The build's fetch manifest lands here, not in the checkout.
+                .current_dir(s.dir.path())
                 .env_clear()
                 .env("PATH", e2e::host_path())
                 .env("HOME", s.path("home"))
