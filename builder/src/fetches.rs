@@ -120,11 +120,11 @@ impl Proxy {
     /// Every record after `from`; all the proxy holds when it restarted
     /// since `from` was read.
     pub async fn since(&self, from: Cursor) -> Result<Manifest, FetchesError> {
-        let url = format!("{}?since={}", self.url, from.seq);
+        let mut url = format!("{}?since={}", self.url, from.seq);
         let (mut body, mut page) = self.ask(http::Method::GET, &url).await?;
         let restarted = page.epoch != from.epoch;
         let from = if restarted {
-            let url = format!("{}?since=0", self.url);
+            url = format!("{}?since=0", self.url);
             (body, page) = self.ask(http::Method::GET, &url).await?;
             0
         } else {

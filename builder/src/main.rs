@@ -168,19 +168,19 @@ fn compact_time(t: std::time::SystemTime) -> String {
         .replace(['-', ':'], "")
 }
 
-/// Writes the build's fetches after `cursor` to `path`, or says why not.
-async fn write_manifest(record: &fetches::Proxy, cursor: fetches::Cursor, path: &std::path::Path) {
-    let manifest = match record.since(cursor).await {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("ci-builder: warning: no fetch manifest for this build: {e}");
-            return;
-        }
-    };
-    if let Err(e) = fetches::write(path, &manifest) {
-        eprintln!("ci-builder: warning: no fetch manifest for this build: {e}");
-        return;
-    }
+/// Writes the build's fetches after `cursor` to `path`.
+async fn write_manifest(
+    record: &fetches::Proxy,
+    cursor: fetches::Cursor,
+    path: &std::path::Path,
+) -> Result<fetches::Manifest, String> {
+    let manifest = record.since(cursor).await.map_err(|e| e.to_string())?;
+    fetches::write(path, &manifest).map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
+
+/// The summary's lines on the manifest written to `path`.
+fn report_manifest(manifest: &fetches::Manifest, path: &std::path::Path) {
     eprintln!(
         "ci-builder: {} fetches through the proxy recorded in {}",
         manifest.fetches.len(),
@@ -188,7 +188,7 @@ async fn write_manifest(record: &fetches::Proxy, cursor: fetches::Cursor, path: 
     );
     if manifest.restarted {
         eprintln!(
-            "ci-builder: warning: the proxy restarted during the build; the manifest holds only the fetches since"
+            "ci-builder: warning: the proxy restarted during the build; the manifest holds only the fetches since it restarted"
         );
     }
     if manifest.lost > 0 {
@@ -285,11 +285,12 @@ async fn build_command(
         humantime::format_duration(took)
     );
     let docker = audit::docker().await?;
-    let images = match plan.made(started) {
+    // The build's name: its tag, else when it started.
+    let (images, name) = match plan.made(started) {
         build::Made::Tagged(tag) => {
             let images = audit::images_with_tag(&docker, &tag).await?;
             eprintln!("ci-builder: {} images tagged {tag}:", images.len());
-            images
+            (images, tag)
         }
         build::Made::CreatedSince(since, why) => {
             let images = audit::images_created_since(&docker, since).await?;
@@ -297,23 +298,18 @@ async fn build_command(
                 "ci-builder: the tag the build used is unknown ({why}); {} images created since the build started:",
                 images.len()
             );
-            images
+            (images, format!("build-{}", compact_time(started)))
         }
     };
     for (image, size) in audit::image_sizes(&docker, &images).await? {
         eprintln!("  {image:<60} {:>8.1} MiB", size as f64 / (1024.0 * 1024.0));
     }
     if let Some(cursor) = cursor {
-        let name = match plan.made(started) {
-            build::Made::Tagged(tag) => tag,
-            build::Made::CreatedSince(..) => format!("build-{}", compact_time(started)),
-        };
-        write_manifest(
-            &record,
-            cursor,
-            &fetches_dir.join(fetches::file_name(&name)),
-        )
-        .await;
+        let path = fetches_dir.join(fetches::file_name(&name));
+        match write_manifest(&record, cursor, &path).await {
+            Ok(manifest) => report_manifest(&manifest, &path),
+            Err(e) => eprintln!("ci-builder: warning: no fetch manifest for this build: {e}"),
+        }
     }
     if let Some(signal) = finished.forwarded {
         // Interrupted: the conventional 128+N of the signal received.

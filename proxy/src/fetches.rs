@@ -62,6 +62,14 @@ struct Ring {
     last: u64,
 }
 
+impl Ring {
+    /// Records after `cursor` no longer kept.
+    fn lost_after(&self, cursor: u64) -> u64 {
+        let oldest = self.kept.front().map_or(self.last + 1, |k| k.seq);
+        oldest.saturating_sub(cursor.saturating_add(1))
+    }
+}
+
 impl std::fmt::Debug for Fetches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Fetches(up to {})", self.capacity)
@@ -144,14 +152,24 @@ impl Fetches {
         self.ring.lock().unwrap_or_else(|e| e.into_inner()).last
     }
 
+    /// The headers of [`Fetches::since`] without its lines (`HEAD`).
+    pub fn head(&self, cursor: u64) -> Page {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        Page {
+            lines: Vec::new(),
+            cursor: ring.last,
+            lost: ring.lost_after(cursor),
+            epoch: self.epoch,
+        }
+    }
+
     /// Every kept record newer than `cursor`.
     pub fn since(&self, cursor: u64) -> Page {
         // Copied under the lock, written out after: a large page does not
         // hold up the transfers that record themselves meanwhile.
         let (kept, last, lost) = {
             let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-            let oldest = ring.kept.front().map_or(ring.last + 1, |k| k.seq);
-            let lost = oldest.saturating_sub(cursor.saturating_add(1));
+            let lost = ring.lost_after(cursor);
             let kept: Vec<Kept> = ring
                 .kept
                 .iter()
@@ -248,6 +266,8 @@ mod tests {
         assert!(page.lines.is_empty());
         assert_eq!((page.cursor, page.lost), (5, 0));
         assert_eq!(f.since(4).lost, 0);
+        let head = f.head(cursor);
+        assert_eq!((head.cursor, head.lost, head.lines.len()), (5, 1, 0));
     }
 
     #[test]

@@ -227,13 +227,16 @@ fn fetches(state: &State, parts: &request::Parts) -> Response<ProxyBody> {
             )
         }
     };
-    let page = record.since(since);
-    let lines = if parts.method == Method::HEAD {
-        Bytes::new()
+    let page = if parts.method == Method::HEAD {
+        record.head(since)
     } else {
-        Bytes::from(page.lines)
+        record.since(since)
     };
-    let mut resp = local(StatusCode::OK, lines, "application/x-ndjson");
+    let mut resp = local(
+        StatusCode::OK,
+        Bytes::from(page.lines),
+        "application/x-ndjson",
+    );
     for (name, value) in [
         ("fetches-cursor", page.cursor),
         ("fetches-lost", page.lost),

@@ -489,15 +489,19 @@ fn docker_archives_are_audited_without_the_daemon() {
 /// sees into.
 /// `docker save` archive -> skopeo `dest`, every layer zstd.
 fn zstd_copy(tar: &std::path::Path, dest: &str) {
+    skopeo_copy(
+        tar,
+        dest,
+        &["--dest-compress", "--dest-compress-format", "zstd"],
+    );
+}
+
+/// `skopeo copy FLAGS docker-archive:TAR DEST`.
+fn skopeo_copy(tar: &std::path::Path, dest: &str, flags: &[&str]) {
     let out = e2e::output(
         Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--dest-compress",
-                "--dest-compress-format",
-                "zstd",
-            ])
+            .args(["copy", "-q"])
+            .args(flags)
             .arg(format!("docker-archive:{}", tar.display()))
             .arg(dest),
     );
@@ -734,17 +738,6 @@ fn the_sarif_log_is_valid_sarif_2_1_0_with_a_rule_per_class() {
     assert_eq!(run["properties"]["images"][0]["verdict"], "leaks");
 }
 
-/// `docker save` of `image` into `dir` as an OCI layout entry `name`.
-fn to_layout(tar: &std::path::Path, dir: &std::path::Path, name: &str) {
-    let out = e2e::output(
-        Command::new("skopeo")
-            .args(["copy", "-q"])
-            .arg(format!("docker-archive:{}", tar.display()))
-            .arg(format!("oci:{}:{name}", dir.display())),
-    );
-    assert!(out.status.success(), "skopeo copy to oci:{name}: {out:?}");
-}
-
 /// Adds to the layout in `dir` an index `name` of the images `platforms`
 /// names (their `ref.name` -> architecture), as a multi-platform push has.
 fn add_index(dir: &std::path::Path, name: &str, platforms: &[(&str, &str)]) {
@@ -801,8 +794,9 @@ fn registry_images_are_read_over_the_distribution_api_every_platform_verified() 
         false,
     );
     let layout = s.path("layout");
-    to_layout(&tar_a, &layout, "a");
-    to_layout(&tar_b, &layout, "b");
+    for (tar, name) in [(&tar_a, "a"), (&tar_b, "b")] {
+        skopeo_copy(tar, &format!("oci:{}:{name}", layout.display()), &[]);
+    }
     add_index(&layout, "multi", &[("a", "amd64"), ("b", "arm64")]);
     let multi = registry.push(
         &format!("oci:{}:multi", layout.display()),

@@ -10,8 +10,9 @@ use super::config::{self, Json};
 use super::repos::{self, ProxyLeft};
 use super::scan::scan_reader;
 use super::unpack::{At, Bounds, Incomplete, Kind, RawFinding, Walker};
-use super::Location;
+use super::{Location, Warning};
 use pulp_auth_config::forms::Matcher;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Cursor, Read};
@@ -90,11 +91,13 @@ impl ArchiveScan {
             .collect()
     }
 
-    /// Repository files that name the proxy, with layers named by digest.
-    pub fn proxy_left(&self, matcher: &Matcher) -> Vec<ProxyLeft> {
+    /// Repository files that name the proxy, as the report's warnings,
+    /// with layers named by digest.
+    pub fn warnings(&self, matcher: &Matcher) -> Vec<Warning> {
         self.proxy_left
             .iter()
-            .map(|l| ProxyLeft {
+            .map(|l| Warning {
+                class: "proxy-url",
                 layer: self.layer_name(matcher, &l.layer),
                 path: matcher.redact(&l.path),
                 offset: l.offset,
@@ -218,6 +221,27 @@ impl std::io::Read for ChannelReader {
     }
 }
 
+/// Sends what `stream` yields to a [`ChannelReader`]'s sender until the
+/// stream ends or fails (the failure is the last item the reader gets) or
+/// the reader is gone; `false` when the reader is gone.
+pub async fn forward(
+    stream: impl futures_util::Stream<Item = io::Result<bytes::Bytes>>,
+    tx: &tokio::sync::mpsc::Sender<io::Result<bytes::Bytes>>,
+) -> bool {
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() {
+            return false;
+        }
+        if failed {
+            break;
+        }
+    }
+    true
+}
+
 /// One blob of a registry image on its way to [`scan_entries`].
 pub struct Entry {
     /// Its name, `blobs/sha256/<hex>` as in an OCI layout.
@@ -296,16 +320,29 @@ impl<'m> Export<'m> {
         self.out.findings.append(&mut self.walker.findings);
         self.out.notes = self.walker.notes;
         self.out.incomplete = self.walker.incomplete;
-        self.out.proxy_left = repos::proxy_left(&self.walker.repos, &layer_orders(&self.jsons));
-        self.out.digests = digests(&self.jsons);
-        self.out.id = image_id(&self.jsons);
-        let mut names: Vec<&String> = self.jsons.keys().collect();
-        names.sort();
-        for name in names {
-            let (Json::Image(map) | Json::LegacyLayer(map)) = Json::read(&self.jsons[name]) else {
+        // Every JSON of the export, parsed once, in name order.
+        let mut parsed: Vec<(String, Value)> = self
+            .jsons
+            .iter()
+            .filter_map(|(name, data)| Some((name.clone(), serde_json::from_slice(data).ok()?)))
+            .collect();
+        parsed.sort_by(|a, b| a.0.cmp(&b.0));
+        let named = |wanted: &str| {
+            parsed
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, v)| v)
+        };
+        let manifest = named("manifest.json");
+        self.out.proxy_left =
+            repos::proxy_left(&self.walker.repos, &layer_orders(manifest, &parsed));
+        self.out.digests = manifest.map_or_else(HashMap::new, |m| digests(m, named));
+        self.out.id = manifest.and_then(image_id);
+        for (name, value) in &parsed {
+            let (Json::Image(map) | Json::LegacyLayer(map)) = Json::of(value) else {
                 continue;
             };
-            let fields = config::findings(self.matcher, &map);
+            let fields = config::findings(self.matcher, map);
             let raw = |f: &RawFinding| f.path.is_none() && f.entry == *name;
             // A form the bytes hold that no field does (a duplicate key
             // JSON readers drop) stays reported by its offset.
@@ -334,8 +371,7 @@ fn peek(r: &mut (impl Read + ?Sized)) -> io::Result<([u8; 512], usize)> {
 
 /// Legacy exports name the config `<hex>.json`, OCI ones `blobs/sha256/<hex>`;
 /// either way the hex is the image ID.
-fn image_id(jsons: &HashMap<String, Vec<u8>>) -> Option<String> {
-    let manifest: serde_json::Value = serde_json::from_slice(jsons.get("manifest.json")?).ok()?;
+fn image_id(manifest: &Value) -> Option<String> {
     match manifest.as_array()?.as_slice() {
         [image] => {
             let config = image["Config"].as_str()?;
@@ -348,9 +384,10 @@ fn image_id(jsons: &HashMap<String, Vec<u8>>) -> Option<String> {
 }
 
 /// Each image's layer entries, lowest first: from manifest.json (`docker
-/// save`), else from every OCI image manifest (an OCI layout).
-fn layer_orders(jsons: &HashMap<String, Vec<u8>>) -> Vec<Vec<String>> {
-    let strings = |v: &serde_json::Value, key: &str, field: Option<&str>| -> Vec<String> {
+/// save`), else from every OCI image manifest among `jsons` (an OCI
+/// layout).
+fn layer_orders(manifest: Option<&Value>, jsons: &[(String, Value)]) -> Vec<Vec<String>> {
+    let strings = |v: &Value, key: &str, field: Option<&str>| -> Vec<String> {
         v[key]
             .as_array()
             .into_iter()
@@ -362,12 +399,7 @@ fn layer_orders(jsons: &HashMap<String, Vec<u8>>) -> Vec<Vec<String>> {
             })
             .collect()
     };
-    let parsed = |name: &String| serde_json::from_slice::<serde_json::Value>(&jsons[name]).ok();
-    if let Some(manifest) = jsons
-        .keys()
-        .find(|k| *k == "manifest.json")
-        .and_then(parsed)
-    {
+    if let Some(manifest) = manifest {
         return manifest
             .as_array()
             .into_iter()
@@ -375,27 +407,22 @@ fn layer_orders(jsons: &HashMap<String, Vec<u8>>) -> Vec<Vec<String>> {
             .map(|image| strings(image, "Layers", None))
             .collect();
     }
-    let mut names: Vec<&String> = jsons.keys().collect();
-    names.sort();
-    names
-        .into_iter()
-        .filter_map(parsed)
+    jsons
+        .iter()
+        .map(|(_, v)| v)
         .filter(|v| v["layers"].is_array() && v["config"].is_object())
-        .map(|m| strings(&m, "layers", Some("digest")))
+        .map(|m| strings(m, "layers", Some("digest")))
         .collect()
 }
 
 /// Maps layer entries to digests: OCI blobs are named by digest; legacy
 /// `<id>/layer.tar` entries get the config's `rootfs.diff_ids` in the
 /// manifest's order.
-fn digests(jsons: &HashMap<String, Vec<u8>>) -> HashMap<String, String> {
+fn digests<'v>(
+    manifest: &Value,
+    named: impl Fn(&str) -> Option<&'v Value>,
+) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    let Some(manifest) = jsons
-        .get("manifest.json")
-        .and_then(|m| serde_json::from_slice::<serde_json::Value>(m).ok())
-    else {
-        return out;
-    };
     for image in manifest.as_array().into_iter().flatten() {
         let layers: Vec<&str> = image["Layers"]
             .as_array()
@@ -403,12 +430,8 @@ fn digests(jsons: &HashMap<String, Vec<u8>>) -> HashMap<String, String> {
             .flatten()
             .filter_map(|l| l.as_str())
             .collect();
-        let config = image["Config"]
-            .as_str()
-            .and_then(|c| jsons.get(c))
-            .and_then(|c| serde_json::from_slice::<serde_json::Value>(c).ok());
+        let config = image["Config"].as_str().and_then(&named);
         let diff_ids: Vec<&str> = config
-            .as_ref()
             .map(|c| {
                 c["rootfs"]["diff_ids"]
                     .as_array()

@@ -10,23 +10,23 @@ use pulp_auth_config::forms::Matcher;
 use serde_json::{Map, Value};
 
 /// What an export's JSON file is.
-pub enum Json {
+pub enum Json<'a> {
     /// The image config (OCI image spec): has `rootfs`.
-    Image(Map<String, Value>),
+    Image(&'a Map<String, Value>),
     /// A legacy export's `<id>/json`: a layer's copy of the config.
-    LegacyLayer(Map<String, Value>),
+    LegacyLayer(&'a Map<String, Value>),
     /// Anything else (manifests, indexes, `repositories`): searched as
     /// bytes.
     Other,
 }
 
-impl Json {
-    /// Recognises `data` by its content, not its name: OCI layouts name
-    /// every blob by digest.
-    pub fn read(data: &[u8]) -> Json {
-        match serde_json::from_slice::<Value>(data) {
-            Ok(Value::Object(map)) if map.contains_key("rootfs") => Json::Image(map),
-            Ok(Value::Object(map))
+impl<'a> Json<'a> {
+    /// Recognises `value` by its content, not its file's name: OCI layouts
+    /// name every blob by digest.
+    pub fn of(value: &'a Value) -> Json<'a> {
+        match value {
+            Value::Object(map) if map.contains_key("rootfs") => Json::Image(map),
+            Value::Object(map)
                 if map.contains_key("id")
                     && (map.contains_key("config") || map.contains_key("container_config")) =>
             {
@@ -114,11 +114,12 @@ mod tests {
 
     fn found(json: &str) -> Vec<String> {
         let m = Matcher::new("ci-user", PW);
-        let map = match Json::read(json.as_bytes()) {
+        let value: Value = serde_json::from_str(json).unwrap();
+        let map = match Json::of(&value) {
             Json::Image(map) | Json::LegacyLayer(map) => map,
             Json::Other => panic!("not a config: {json}"),
         };
-        findings(&m, &map)
+        findings(&m, map)
             .into_iter()
             .map(|(form, loc)| format!("{form} {loc}"))
             .collect()
@@ -150,7 +151,10 @@ mod tests {
         assert_eq!(found(&legacy), ["password config container_config.Cmd[0]"]);
         for other in [r#"[{"Config":"x"}]"#, r#"{"schemaVersion":2}"#, "not json"] {
             assert!(
-                matches!(Json::read(other.as_bytes()), Json::Other),
+                matches!(
+                    Json::of(&serde_json::from_str(other).unwrap_or(Value::Null)),
+                    Json::Other
+                ),
                 "{other}"
             );
         }

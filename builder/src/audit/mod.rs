@@ -260,35 +260,34 @@ pub async fn audit_images(
     use source::Source;
     let mut reports = Vec::with_capacity(images.len());
     for (image, source) in images {
-        if let Source::Registry(reference) = &source {
-            for report in registry::audit(&image, reference, access, matcher, opts).await? {
-                reports.push(noted(report, opts));
+        // One report per image; a registry index holds several.
+        let found = match (source, docker) {
+            (Source::Registry(reference), _) => {
+                registry::audit(&image, &reference, access, matcher, opts).await?
             }
-            continue;
-        }
-        let report = match (source, docker) {
             (Source::Daemon(name), Some(docker)) => {
-                audit_image(docker, &name, matcher.clone(), opts).await?
+                vec![audit_image(docker, &name, matcher.clone(), opts).await?]
             }
             (Source::Daemon(_), None) => {
                 return Err(BuilderError::Usage(format!(
                     "audit {image}: a local image needs the Docker daemon"
                 )))
             }
-            (Source::Registry(_), _) => unreachable!("read above"),
             (Source::OciDir(dir), _) => {
                 let opts = opts.clone();
-                audit_file(&image, matcher, move |m| archive::scan_dir(m, &dir, &opts)).await?
+                vec![audit_file(&image, matcher, move |m| archive::scan_dir(m, &dir, &opts)).await?]
             }
             (Source::DockerArchive(path) | Source::OciArchive(path), _) => {
                 let opts = opts.clone();
-                audit_file(&image, matcher, move |m| {
-                    archive::scan_archive(m, &path, &opts)
-                })
-                .await?
+                vec![
+                    audit_file(&image, matcher, move |m| {
+                        archive::scan_archive(m, &path, &opts)
+                    })
+                    .await?,
+                ]
             }
         };
-        reports.push(noted(report, opts));
+        reports.extend(found.into_iter().map(|r| noted(r, opts)));
     }
     Ok(reports)
 }
@@ -335,8 +334,8 @@ async fn joined(
         .map_err(|source| failed(image.to_string(), source))
 }
 
-/// Audits one image: its inspection, its history, and every file of its
-/// export.
+/// Audits one local image: every file of its export, the image config
+/// among them (the inspection only names its ID).
 pub async fn audit_image(
     docker: &Docker,
     image: &str,
@@ -362,14 +361,10 @@ pub async fn audit_image(
     let scanner = tokio::task::spawn_blocking(move || {
         archive::scan_export(&m, archive::ChannelReader::new(rx), &opts)
     });
-    let mut stream = docker.export_image(image);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
-        let failed = chunk.is_err();
-        if tx.send(chunk).await.is_err() || failed {
-            break;
-        }
-    }
+    let export = docker
+        .export_image(image)
+        .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
+    archive::forward(export, &tx).await;
     drop(tx);
     let scan = joined(image, scanner, |image, source| BuilderError::Export {
         image,
@@ -414,16 +409,7 @@ fn report(image: &str, id: String, scan: &archive::ArchiveScan, matcher: &Matche
         },
         findings,
         incomplete,
-        warnings: scan
-            .proxy_left(matcher)
-            .into_iter()
-            .map(|l| Warning {
-                class: "proxy-url",
-                layer: l.layer,
-                path: l.path,
-                offset: l.offset,
-            })
-            .collect(),
+        warnings: scan.warnings(matcher),
         notes,
         export_bytes: scan.bytes,
     }

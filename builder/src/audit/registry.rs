@@ -42,7 +42,7 @@ pub struct Access {
 struct Image {
     name: String,
     reference: Reference,
-    manifest: Vec<u8>,
+    manifest: bytes::Bytes,
     digest: String,
 }
 
@@ -107,7 +107,7 @@ pub async fn audit(
         None => images.push(Image {
             name: arg.to_string(),
             reference: reference.clone(),
-            manifest: raw.to_vec(),
+            manifest: raw,
             digest,
         }),
     }
@@ -131,7 +131,7 @@ async fn pull_manifest(
     client: &Client,
     reference: &Reference,
     auth: &RegistryAuth,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<(bytes::Bytes, String), String> {
     let (raw, _) = client
         .pull_manifest_raw(reference, auth, &ACCEPT)
         .await
@@ -141,7 +141,7 @@ async fn pull_manifest(
         Some(wanted) if wanted != actual => Err(format!(
             "the manifest for {wanted} has digest {actual}; the registry sent something else"
         )),
-        _ => Ok((raw.to_vec(), actual)),
+        _ => Ok((raw, actual)),
     }
 }
 
@@ -158,25 +158,24 @@ async fn scan(
     let (tx, rx) = tokio::sync::mpsc::channel::<Entry>(1);
     let (m, o) = (matcher.clone(), opts.clone());
     let search = tokio::task::spawn_blocking(move || archive::scan_entries(&m, &o, rx));
-    let sent = async {
-        let (chunks_tx, chunks) = tokio::sync::mpsc::channel(8);
-        let name = blob_name(&image.digest);
-        if tx
-            .send(Entry {
-                name,
-                size: image.manifest.len() as u64,
-                chunks,
-            })
-            .await
-            .is_ok()
-        {
-            let _ = chunks_tx
-                .send(Ok(bytes::Bytes::from(image.manifest.clone())))
-                .await;
+    // Each blob as an entry of its own; `false` once the search has
+    // stopped (its error says why).
+    let send = |name: String, size: u64, stream| {
+        let tx = &tx;
+        async move {
+            let (chunks_tx, chunks) = tokio::sync::mpsc::channel(8);
+            tx.send(Entry { name, size, chunks }).await.is_ok()
+                && archive::forward(stream, &chunks_tx).await
         }
-        drop(chunks_tx);
+    };
+    let sent = async {
+        let size = image.manifest.len() as u64;
+        let once = futures_util::stream::iter([Ok(image.manifest.clone())]).boxed();
+        if !send(blob_name(&image.digest), size, once).await {
+            return Ok(());
+        }
         for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            let mut blob = client
+            let blob = client
                 .pull_blob_stream(&image.reference, desc)
                 .await
                 .map_err(|e| {
@@ -186,35 +185,28 @@ async fn scan(
                         pulp_auth_config::error_chain(&e)
                     )
                 })?;
-            let (chunks_tx, chunks) = tokio::sync::mpsc::channel(8);
-            let entry = Entry {
-                name: blob_name(&desc.digest),
-                size: desc.size.max(0) as u64,
-                chunks,
-            };
-            if tx.send(entry).await.is_err() {
-                break;
-            }
             // The digest is only known wrong at the end: a blob longer
             // than its descriptor says is cut off here, so no registry can
             // feed the search without end.
             let (mut sent, size) = (0u64, desc.size.max(0) as u64);
-            while let Some(chunk) = blob.stream.next().await {
-                let chunk = chunk.and_then(|c| {
-                    sent += c.len() as u64;
-                    if sent > size {
-                        Err(std::io::Error::other(format!(
-                            "blob {} is longer than the {size} bytes its descriptor says",
-                            desc.digest
-                        )))
-                    } else {
-                        Ok(c)
-                    }
-                });
-                let failed = chunk.is_err();
-                if chunks_tx.send(chunk).await.is_err() || failed {
-                    break;
-                }
+            let digest = desc.digest.clone();
+            let bounded = blob
+                .stream
+                .map(move |chunk| {
+                    chunk.and_then(|c| {
+                        sent += c.len() as u64;
+                        if sent > size {
+                            Err(std::io::Error::other(format!(
+                                "blob {digest} is longer than the {size} bytes its descriptor says"
+                            )))
+                        } else {
+                            Ok(c)
+                        }
+                    })
+                })
+                .boxed();
+            if !send(blob_name(&desc.digest), size, bounded).await {
+                break;
             }
         }
         Ok::<(), String>(())

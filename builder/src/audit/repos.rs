@@ -23,21 +23,14 @@ pub struct ProxyLeft {
 /// are `orders`; without any order (no manifest found), the layers are
 /// taken in the order met.
 pub fn proxy_left(events: &[RepoEvent], orders: &[Vec<String>]) -> Vec<ProxyLeft> {
-    let met: Vec<String> = {
-        let mut seen = Vec::new();
-        for e in events {
-            if !seen.contains(entry(e)) {
-                seen.push(entry(e).clone());
-            }
+    let mut met: Vec<String> = Vec::new();
+    for e in events {
+        if !met.contains(entry(e)) {
+            met.push(entry(e).clone());
         }
-        seen
-    };
-    let fallback = [met];
-    let orders = if orders.is_empty() {
-        &fallback[..]
-    } else {
-        orders
-    };
+    }
+    let met = [met];
+    let orders = if orders.is_empty() { &met[..] } else { orders };
     let mut out: Vec<ProxyLeft> = Vec::new();
     for order in orders {
         for left in finished(events, order) {

@@ -96,33 +96,32 @@ pub fn log(reports: &[ImageReport]) -> Value {
             results.push(finding(r, f));
         }
         for w in &r.warnings {
-            let rule = &RULES[PROXY_RULE];
-            results.push(json!({
-                "ruleId": rule.id,
-                "ruleIndex": PROXY_RULE,
-                "level": rule.level,
-                "message": { "text": format!(
+            results.push(result(
+                PROXY_RULE,
+                format!(
                     "{}: /{} (layer {}) still names the proxy",
-                    r.image, w.path.trim_start_matches('/'), w.layer
-                ) },
-                "locations": [layer_location(r, &w.layer, &w.path, Some(w.offset))],
-            }));
+                    r.image,
+                    w.path.trim_start_matches('/'),
+                    w.layer
+                ),
+                layer_location(r, &w.layer, &w.path, Some(w.offset)),
+            ));
         }
         // A result, not only a notification: code-scanning views show
         // results, and an image with none would look clean.
         for i in &r.incomplete {
-            let rule = &RULES[INCOMPLETE_RULE];
-            results.push(json!({
-                "ruleId": rule.id,
-                "ruleIndex": INCOMPLETE_RULE,
-                "level": rule.level,
-                "message": { "text": format!(
+            results.push(result(
+                INCOMPLETE_RULE,
+                format!(
                     "{}: not searched through: layer {} /{}: {}",
-                    r.image, i.entry, i.path.trim_start_matches('/'), i.reason
-                ) },
+                    r.image,
+                    i.entry,
+                    i.path.trim_start_matches('/'),
+                    i.reason
+                ),
                 // From its start: the whole file went unsearched.
-                "locations": [layer_location(r, &i.entry, &i.path, Some(0))],
-            }));
+                layer_location(r, &i.entry, &i.path, Some(0)),
+            ));
         }
         for n in &r.notes {
             notifications.push(json!({
@@ -168,9 +167,19 @@ pub fn log(reports: &[ImageReport]) -> Value {
     })
 }
 
-fn finding(r: &ImageReport, f: &Finding) -> Value {
-    let index = rule_of(f);
+/// A result of rule `index` at `location`.
+fn result(index: usize, text: String, location: Value) -> Value {
     let rule = &RULES[index];
+    json!({
+        "ruleId": rule.id,
+        "ruleIndex": index,
+        "level": rule.level,
+        "message": { "text": text },
+        "locations": [location],
+    })
+}
+
+fn finding(r: &ImageReport, f: &Finding) -> Value {
     let location = match &f.location {
         Location::Layer {
             layer,
@@ -184,14 +193,13 @@ fn finding(r: &ImageReport, f: &Finding) -> Value {
         }
         Location::Export { entry, .. } => logical(r, "export", entry, "resource"),
     };
-    json!({
-        "ruleId": rule.id,
-        "ruleIndex": index,
-        "level": rule.level,
-        "message": { "text": format!("{}: {} in {}", r.image, f.form, f.location) },
-        "locations": [location],
-        "properties": { "form": f.form, "copies": f.copies },
-    })
+    let mut out = result(
+        rule_of(f),
+        format!("{}: {} in {}", r.image, f.form, f.location),
+        location,
+    );
+    out["properties"] = json!({ "form": f.form, "copies": f.copies });
+    out
 }
 
 fn logical(r: &ImageReport, channel: &str, name: &str, kind: &str) -> Value {
