@@ -76,6 +76,7 @@ impl StartError {
             | StartError::Credentials(_)
             | StartError::CaFile { .. }
             | StartError::CaFileUnsafe(_)
+            | StartError::NoTrustAnchors
             | StartError::UpstreamHost
             | StartError::NotOnInterface { .. }
             | StartError::Inherited(_) => 78,

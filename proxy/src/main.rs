@@ -186,6 +186,10 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
                     if let Some(beats) = beats {
                         tokio::spawn(beats.beat(i));
                     }
+                    #[cfg(debug_assertions)]
+                    if i == 0 {
+                        tokio::spawn(watchdog::wedge::point());
+                    }
                     let socket = tokio::net::TcpListener::from_std(socket)?;
                     server::serve(socket, state, limits, Role::Proxy, stopped(stop)).await;
                     Ok(())
@@ -200,6 +204,8 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
     if let Some((beats, every)) = watchdog {
         tokio::spawn(watchdog::feed(beats, every));
     }
+    #[cfg(debug_assertions)]
+    tokio::spawn(watchdog::wedge::on_sigusr2());
     tokio::spawn(reload::on_hup(states.clone(), upstream_config.clone()));
     tokio::spawn(async move {
         shutdown_signal().await;

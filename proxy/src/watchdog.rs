@@ -96,6 +96,35 @@ pub async fn feed(beats: Arc<Heartbeats>, interval: Duration) {
     }
 }
 
+/// Debug builds only, for the real-systemd test of `WatchdogSec=`: SIGUSR2
+/// wedges worker 0 as a task that blocks its thread would. Release builds,
+/// which the packages hold, have no such switch (SIGUSR2 keeps its default
+/// action there); `tests/tests/systemd.rs` checks that the text below is
+/// absent from the release binary.
+#[cfg(debug_assertions)]
+pub mod wedge {
+    static WEDGE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+    /// On the control thread: waits for SIGUSR2, then wakes [`point`].
+    pub async fn on_sigusr2() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            return;
+        };
+        usr2.recv().await;
+        tracing::warn!("SIGUSR2 in a debug build: wedging worker 0 to test the watchdog");
+        WEDGE.notify_one();
+    }
+
+    /// On worker 0: once woken, blocks the worker's thread for good.
+    pub async fn point() {
+        WEDGE.notified().await;
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,49 @@ pub async fn send(addr: SocketAddr, method: &str, target: &str, headers: &[(&str
     }
 }
 
+/// Sends `method target` on `stream`, a connection made elsewhere (in
+/// another network namespace), and reads the answer.
+pub async fn send_on(
+    stream: std::net::TcpStream,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Got, String> {
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let host = stream.peer_addr().map_err(|e| e.to_string())?.to_string();
+    let io = hyper_util::rt::TokioIo::new(
+        tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?,
+    );
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Got {
+        status,
+        headers,
+        body,
+    })
+}
+
 /// `GET target`.
 pub async fn get(addr: SocketAddr, target: &str) -> Got {
     send(addr, "GET", target, &[]).await

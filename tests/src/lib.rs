@@ -15,6 +15,7 @@ pub mod pulp;
 pub mod registry;
 pub mod rpm;
 pub mod storage;
+pub mod systemd;
 pub mod upstream;
 
 /// The test credentials. The password is obviously fake and holds every

@@ -211,8 +211,22 @@ impl Upstream {
 
     /// Starts on `addr` with `cert`, offering `versions`.
     pub async fn start_on(addr: SocketAddr, cert: ServerCert, versions: Versions) -> Upstream {
-        let acceptor = acceptor(cert, versions);
         let listener = TcpListener::bind(addr).await.unwrap();
+        Self::serve_on(listener, cert, versions)
+    }
+
+    /// Serves on `listener`, made elsewhere (in another network namespace).
+    pub fn start_on_listener(
+        listener: std::net::TcpListener,
+        cert: ServerCert,
+        versions: Versions,
+    ) -> Upstream {
+        listener.set_nonblocking(true).unwrap();
+        Self::serve_on(TcpListener::from_std(listener).unwrap(), cert, versions)
+    }
+
+    fn serve_on(listener: TcpListener, cert: ServerCert, versions: Versions) -> Upstream {
+        let acceptor = acceptor(cert, versions);
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         *shared.expected_auth.lock().unwrap() = crate::basic_header();

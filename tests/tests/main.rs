@@ -20,4 +20,5 @@ mod responses;
 mod service;
 mod smuggling;
 mod storage;
+mod systemd;
 mod tls;

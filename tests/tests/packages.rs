@@ -97,6 +97,9 @@ fn the_deb_holds_what_an_operator_installs_and_starts_nothing() {
         field("Description")
     );
     assert!(field("Depends").contains("libc6"), "{}", field("Depends"));
+    // The units' ExecReload= runs kill, which a minimal system lacks.
+    assert!(field("Depends").contains("procps"), "{}", field("Depends"));
+    assert_eq!(field("Recommends").trim(), "ca-certificates");
 
     let listing = run("dpkg-deb", &["-c", deb_arg], "dpkg-deb -c");
     let mut files: Vec<String> = listing
@@ -210,6 +213,16 @@ fn the_rpm_holds_the_same_with_its_config_kept_and_no_scriptlet() {
     // The requirements rpm derived from the binaries: none newer than
     // Rocky Linux 9's glibc, so it installs there.
     let requires = run("rpm", &["-qp", "--requires", rpm_arg], "rpm -qp --requires");
+    assert!(
+        requires.lines().any(|l| l.trim() == "/usr/bin/kill"),
+        "the units' ExecReload= needs kill: {requires}"
+    );
+    let recommends = run(
+        "rpm",
+        &["-qp", "--recommends", rpm_arg],
+        "rpm -qp --recommends",
+    );
+    assert_eq!(recommends.trim(), "ca-certificates");
     for line in requires.lines().filter(|l| l.contains("GLIBC_")) {
         let v = line.split("GLIBC_").nth(1).unwrap();
         let v: String = v

@@ -1,0 +1,385 @@
+//! A real systemd for the unit tests: Debian bookworm (systemd 252, the
+//! version Rocky Linux 9 runs) made with mmdebstrap from this machine's own
+//! Debian source, booted under Docker as PID 1 in a network namespace of
+//! its own (`--network none`), with the project's `.deb` installed.
+//!
+//! What the container gets, and why each is needed:
+//! - `--cap-add SYS_ADMIN`: the units' sandbox (`PrivateTmp=`,
+//!   `ProtectSystem=`, `PrivateUsers=`, ...) and the credentials file
+//!   system are mounts and namespaces systemd makes per service.
+//! - `--cap-add SYS_PTRACE`: for `PrivateUsers=` (the socket-activated
+//!   unit) systemd writes the service's user namespace mapping into its
+//!   `/proc` entry, which `ProtectProc=invisible` hides from a process that
+//!   may not ptrace it; PID 1 on a host has the capability, Docker's
+//!   default set lacks it (the start fails with 217/USER, ENOENT).
+//! - `--security-opt seccomp=unconfined`: Docker 20.10's profile lacks
+//!   some of the mount system calls systemd 252 makes for them.
+//! - `--cap-add NET_ADMIN`: `ci-builder net up` and systemd-networkd make
+//!   the bridge, in the container's own network namespace only.
+//! - `--cgroupns=host` and `/sys/fs/cgroup` writable: systemd must create
+//!   its cgroups (Docker mounts the tree read-only otherwise).
+//! - `/run`, `/run/lock`, `/tmp` as tmpfs and `container=docker`: systemd's
+//!   container interface.
+//!
+//! What the boot script (`/usr/local/sbin/pap-boot`) does before it execs
+//! systemd, and why:
+//! - `mount --make-rshared /`: systemd 252 builds a unit's credentials file
+//!   system in a helper's mount namespace and moves it onto
+//!   `/run/credentials/UNIT`; that reaches PID 1's namespace only through
+//!   shared propagation, which systemd sets up itself on a host but leaves
+//!   to the container manager in a container, and Docker's mounts are
+//!   private. Without it, `LoadCredential=` under `DynamicUser=` leaves the
+//!   service an empty root-owned directory it cannot read (EACCES).
+//! - `/sys` read-write, and `/run/udev/control` present: systemd supports
+//!   device units only on a writable `/sys`, and its udev monitor listens
+//!   only if udev's control socket exists when PID 1 starts (else it
+//!   decides udev is absent). The units bind to
+//!   `sys-subsystem-net-devices-breth1.device`, which udev makes. The
+//!   image's udev has a single rule, the `systemd` tag on network
+//!   interfaces, and `systemd-udev-trigger.service` is masked: the
+//!   container's udev must never act on, or trigger events for, the
+//!   machine's own devices.
+
+use crate::pulp::CACHE;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The release the test system runs.
+pub const SUITE: &str = "bookworm";
+/// What the image holds beyond mmdebstrap's `apt` variant. procps gives
+/// the units' `kill`; the `.deb` depends on it, so `dpkg -i` checks that.
+pub const PACKAGES: [&str; 6] = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "udev",
+    "iproute2",
+    "procps",
+];
+
+/// Run by mmdebstrap in the new system's root (`$1`).
+const CUSTOMIZE: &str = r#"set -e
+rm -f "$1"/usr/lib/udev/rules.d/*.rules
+printf '%s\n' 'SUBSYSTEM=="net", KERNEL!="lo", TAG+="systemd", ENV{SYSTEMD_ALIAS}+="/sys/subsystem/net/devices/$name"' >"$1"/etc/udev/rules.d/99-net-only.rules
+for u in systemd-udev-trigger.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer; do
+    ln -sf /dev/null "$1/etc/systemd/system/$u"
+done
+cat >"$1"/usr/local/sbin/pap-boot <<'EOF'
+#!/bin/sh
+set -e
+mount --make-rshared /
+mount -o remount,rw /sys
+mkdir -p /run/udev
+: >/run/udev/control
+exec /lib/systemd/systemd
+EOF
+chmod 755 "$1"/usr/local/sbin/pap-boot
+"#;
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn key() -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for part in [SUITE, &PACKAGES.join(","), CUSTOMIZE] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    hex[..16].to_string()
+}
+
+/// The image in Docker, made once (its tar is cached outside the checkout).
+pub fn image() -> String {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    crate::docker::ensure_daemon();
+    let key = key();
+    let tag = format!("pap-e2e-systemd:{key}");
+    let have = Command::new("docker")
+        .args(["image", "inspect", &tag])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if have {
+        return tag;
+    }
+    std::fs::create_dir_all(CACHE).unwrap();
+    let tar = Path::new(CACHE).join(format!("systemd-{SUITE}-{key}.tar"));
+    if !tar.exists() {
+        let started = Instant::now();
+        let tmp = tar.with_extension(format!("tar.{}", std::process::id()));
+        let source = crate::apt::host_debian_source();
+        crate::run(
+            Command::new("mmdebstrap")
+                .args(["--variant=apt", "--format=tar", "--quiet"])
+                .arg(format!("--include={}", PACKAGES.join(",")))
+                .arg(format!("--customize-hook={CUSTOMIZE}"))
+                .arg(SUITE)
+                .arg(&tmp)
+                .arg(format!("deb {source} {SUITE} main")),
+            "mmdebstrap making the systemd test system",
+        );
+        std::fs::rename(&tmp, &tar).unwrap();
+        eprintln!(
+            "made the systemd test system in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    crate::run(
+        Command::new("docker").arg("import").arg(&tar).arg(&tag),
+        "docker import",
+    );
+    tag
+}
+
+/// The `.deb` tests/packaging/build.sh made.
+pub fn deb() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build the packages with tests/packaging/build.sh (tests/run does)",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    assert_eq!(found.len(), 1, "one .deb in {}: {found:?}", dir.display());
+    found.into_iter().next().unwrap()
+}
+
+/// A booted container, removed (with everything in it) on drop.
+pub struct Machine {
+    /// The container's ID.
+    pub id: String,
+    /// Its network namespace, held open for [`Machine::in_netns`].
+    netns: std::fs::File,
+}
+
+impl Machine {
+    /// Boots a fresh system and waits until systemd says it is running,
+    /// with the `.deb` installed (by `dpkg -i`, so its dependencies must
+    /// already be there).
+    pub fn boot() -> Machine {
+        let image = image();
+        let out = crate::output(Command::new("docker").args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-add",
+            "SYS_PTRACE",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--cgroupns=host",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "--tmpfs",
+            "/tmp",
+            "-e",
+            "container=docker",
+            "--stop-signal",
+            "SIGRTMIN+3",
+            "--label",
+            "pap-e2e-systemd",
+            &image,
+            "/usr/local/sbin/pap-boot",
+        ]));
+        assert!(
+            out.status.success(),
+            "docker run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        // From here on the drop removes the container, also on failure.
+        let pid = crate::run(
+            Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]),
+            "docker inspect",
+        );
+        let netns = std::fs::File::open(format!("/proc/{}/ns/net", pid.trim()));
+        let netns = match netns {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+                panic!("the container's network namespace: {e}");
+            }
+        };
+        let m = Machine { id, netns };
+        // PID 1's socket comes up a moment after the container starts;
+        // until then systemctl cannot ask and prints nothing.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let state = loop {
+            let out = m.exec(&["timeout", "60", "systemctl", "is-system-running", "--wait"]);
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !state.is_empty() || Instant::now() > deadline {
+                break state;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            state,
+            "running",
+            "systemd in the container did not come up; failed units:\n{}",
+            m.sh("systemctl --failed --no-legend; journalctl -b --no-pager | tail -30")
+        );
+        m.copy_in(&deb(), "/root/pulp-auth-proxy.deb");
+        m.sh("dpkg -i /root/pulp-auth-proxy.deb >/dev/null");
+        m
+    }
+
+    /// `docker exec` (what it prints is scanned for the credentials).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        crate::output(Command::new("docker").arg("exec").arg(&self.id).args(args))
+    }
+
+    /// Runs `script` with `sh -e` and insists it succeeds; its stdout.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.exec(&["sh", "-ec", script]);
+        assert!(
+            out.status.success(),
+            "in the container: {script}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `systemctl ARGS`: (success, stdout and stderr).
+    pub fn systemctl(&self, args: &[&str]) -> (bool, String) {
+        let out = self.exec(&[&["systemctl"], args].concat());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// One property of a unit (`systemctl show -P`).
+    pub fn property(&self, unit: &str, name: &str) -> String {
+        self.sh(&format!("systemctl show -P {name} {unit}"))
+            .trim()
+            .to_string()
+    }
+
+    /// Copies a host file into the container (not under a tmpfs).
+    pub fn copy_in(&self, from: &Path, to: &str) {
+        crate::run(
+            Command::new("docker")
+                .arg("cp")
+                .arg(from)
+                .arg(format!("{}:{to}", self.id)),
+            "docker cp",
+        );
+    }
+
+    /// Writes `data` to `path` with `mode`, through stdin: a secret never
+    /// appears on a command line.
+    pub fn write(&self, path: &str, data: &[u8], mode: &str) {
+        let mut child = Command::new("docker")
+            .args(["exec", "-i", &self.id, "sh", "-ec"])
+            .arg("umask 077; cat >\"$1.new\"; chmod \"$2\" \"$1.new\"; mv \"$1.new\" \"$1\"")
+            .args(["sh", path, mode])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker");
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        crate::leak::assert_clean("docker exec's stderr", &out.stderr);
+        assert!(
+            out.status.success(),
+            "writing {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The journal of `unit` since boot, one message per line.
+    pub fn journal(&self, unit: &str) -> String {
+        self.sh(&format!("journalctl --no-pager -o cat -u {unit}"))
+    }
+
+    /// The journal of `unit` as journald's JSON entries.
+    pub fn journal_entries(&self, unit: &str) -> Vec<serde_json::Value> {
+        self.sh(&format!("journalctl --no-pager -o json -u {unit}"))
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journalctl -o json"))
+            .collect()
+    }
+
+    /// Polls `check` every 100 ms until it yields a value; fails with
+    /// `what` and the journal of `unit` after `within`.
+    pub fn wait_for<T>(
+        &self,
+        within: Duration,
+        what: &str,
+        unit: &str,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {within:?}; journal of {unit}:\n{}",
+                self.journal(unit)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `f` on a thread inside the container's network namespace:
+    /// sockets it makes stay there.
+    pub fn in_netns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn_in_netns(f)
+            .join()
+            .expect("a thread in the container's namespace")
+    }
+
+    /// [`Machine::in_netns`] without waiting.
+    pub fn spawn_in_netns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let ns = self.netns.try_clone().unwrap();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the container's network namespace (the tests need root)");
+            f()
+        })
+    }
+
+    /// A listener inside the container's network namespace.
+    pub fn bind(&self, addr: SocketAddr) -> std::net::TcpListener {
+        self.in_netns(move || std::net::TcpListener::bind(addr).expect("bind in the container"))
+    }
+
+    /// A connection made inside the container's network namespace.
+    pub fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        self.in_netns(move || std::net::TcpStream::connect(addr))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
+    }
+}
