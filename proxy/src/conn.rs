@@ -38,6 +38,10 @@ pub struct Activity(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     requests: AtomicUsize,
+    // A request head has been parsed on this connection, ever; told on
+    // `first` when that first happens.
+    served: AtomicBool,
+    first: tokio::sync::Notify,
     // Waiting for the first byte of a request: the only state in which the
     // connection may be reclaimed.
     idle: AtomicBool,
@@ -110,7 +114,23 @@ impl Activity {
     /// A request head was parsed.
     pub fn busy(&self) -> Busy {
         self.0.requests.fetch_add(1, Ordering::SeqCst);
+        if !self.0.served.swap(true, Ordering::SeqCst) {
+            self.0.first.notify_waiters();
+        }
         Busy(self.0.clone())
+    }
+
+    /// Resolves once the connection's first request head has been parsed
+    /// (at once if it has been).
+    pub async fn first_request(&self) {
+        let notified = self.0.first.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a head parsed in between wakes it.
+        notified.as_mut().enable();
+        if self.0.served.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     fn is_busy(&self) -> bool {

@@ -347,3 +347,40 @@ pub fn causes<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StartError;
+
+    /// 78 stops systemd retrying (`RestartPreventExitStatus=78`): only for
+    /// what a restart cannot fix.
+    #[test]
+    fn exit_codes_tell_configuration_mistakes_from_other_failures() {
+        let io = || std::io::Error::other("x");
+        for (e, code) in [
+            (StartError::NoTrustAnchors, 78),
+            (StartError::UpstreamHost, 78),
+            (StartError::Inherited("two sockets".into()), 78),
+            (
+                StartError::NotOnInterface {
+                    addr: "192.168.33.3".parse().unwrap(),
+                    interface: "breth1".into(),
+                    found: "missing".into(),
+                },
+                78,
+            ),
+            (StartError::Runtime(io()), 1),
+            (StartError::Interfaces(io()), 1),
+            (
+                StartError::Bind {
+                    addr: "127.0.0.1:80".parse().unwrap(),
+                    source: io(),
+                    hint: "",
+                },
+                1,
+            ),
+        ] {
+            assert_eq!(e.exit_code(), code, "{e}");
+        }
+    }
+}

@@ -199,16 +199,28 @@ async fn run(cli: &Cli, config: &Config) -> Result<(), StartError> {
         threads.push(thread);
     }
 
+    // Before READY=1: a `systemctl reload` or `stop` that follows the start
+    // at once must meet these handlers, not the default action, which
+    // ends the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let hup = signal(SignalKind::hangup());
+    let stop = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    #[cfg(debug_assertions)]
+    let usr2 = signal(SignalKind::user_defined2());
+
     let status = format!("serving on {local}");
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
     if let Some((beats, every)) = watchdog {
         tokio::spawn(watchdog::feed(beats, every));
     }
     #[cfg(debug_assertions)]
-    tokio::spawn(watchdog::wedge::on_sigusr2());
-    tokio::spawn(reload::on_hup(states.clone(), upstream_config.clone()));
+    tokio::spawn(watchdog::wedge::on_sigusr2(usr2));
+    tokio::spawn(reload::on_hup(hup, states.clone(), upstream_config.clone()));
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown_signal(stop).await;
         let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
         let _ = stop_tx.send(true);
     });
@@ -251,13 +263,15 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+/// Resolves on SIGTERM or SIGINT, from the streams installed before
+/// `READY=1`.
+async fn shutdown_signal(
+    (term, int): (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    let (Ok(mut term), Ok(mut int)) = (term, int) else {
         tracing::error!("cannot install signal handlers; stop the proxy with SIGKILL");
         return std::future::pending().await;
     };

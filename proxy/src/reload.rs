@@ -98,9 +98,13 @@ where
 /// SIGHUP re-reads the password source and the CA file. A new value that
 /// fails to load, or takes longer than [`RELOAD_LIMIT`], leaves the current
 /// one in force; transfers in flight keep the client they started with.
-pub async fn on_hup(states: Vec<Arc<State>>, upstream: pulp_auth_config::Upstream) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+/// `hup` is the SIGHUP stream, installed before `READY=1`.
+pub async fn on_hup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+    states: Vec<Arc<State>>,
+    upstream: pulp_auth_config::Upstream,
+) {
+    let Ok(mut hup) = hup else {
         tracing::error!("cannot install the SIGHUP handler; credential rotation needs a restart");
         return;
     };

@@ -1,7 +1,8 @@
 //! The accept loop: a bounded number of connections, each served by hyper's
 //! HTTP/1.1 server with the deadlines of [`crate::conn`], and a graceful
-//! drain bounded by a grace period on shutdown. The main listener and the
-//! metrics listener share it.
+//! drain bounded by a grace period on shutdown, in which a connection that
+//! has not sent its first request yet still gets that one answered. The
+//! main listener and the metrics listener share it.
 //!
 //! Connection slots ([`Slots`]) are shared by every worker. A connection
 //! is accepted first and given a slot after: one from a peer address that
@@ -19,7 +20,6 @@ use crate::state::State;
 use crate::{respond, service};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -81,7 +81,10 @@ pub async fn serve(
         header: limits.header_timeout,
         send: limits.send_timeout,
     };
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a clone of `alive`: the drain is over
+    // when the last one is dropped.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
 
     loop {
@@ -124,9 +127,38 @@ pub async fn serve(
             }
         });
         let conn = http.serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watch(conn);
+        let (mut stop, alive) = (stop_rx.clone(), alive.clone());
+        let first_wait = limits.header_timeout;
         tokio::spawn(async move {
-            let ended = conn.await;
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => Some(ended),
+                _ = stop.wait_for(|stop| *stop) => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    // hyper closes a connection that has read no request
+                    // yet at once, even when the client's request already
+                    // waits in the socket: a restart under socket
+                    // activation would reset connections the old process
+                    // had just accepted. Such a connection is owed its
+                    // first answer, for as long as a head may take.
+                    let answered_first = tokio::select! {
+                        ended = conn.as_mut() => Err(ended),
+                        () = slot.activity.first_request() => Ok(()),
+                        () = tokio::time::sleep(first_wait) => Ok(()),
+                    };
+                    match answered_first {
+                        Err(ended) => ended,
+                        Ok(()) => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    }
+                }
+            };
+            drop(alive);
             // Told by its flag: hyper ends an idle connection whose read
             // fails as if the client had closed it.
             if slot.activity.reclaimed() {
@@ -149,8 +181,10 @@ pub async fn serve(
         grace_secs = limits.shutdown_grace.as_secs(),
         "shutting down: no new connections, draining"
     );
+    let _ = stop_tx.send(true);
+    drop(alive);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = all_closed.recv() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("grace period over; closing the remaining connections")
         }

@@ -105,10 +105,10 @@ pub async fn feed(beats: Arc<Heartbeats>, interval: Duration) {
 pub mod wedge {
     static WEDGE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-    /// On the control thread: waits for SIGUSR2, then wakes [`point`].
-    pub async fn on_sigusr2() {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+    /// On the control thread: waits for SIGUSR2 on `usr2`, then wakes
+    /// [`point`].
+    pub async fn on_sigusr2(usr2: std::io::Result<tokio::signal::unix::Signal>) {
+        let Ok(mut usr2) = usr2 else {
             return;
         };
         usr2.recv().await;

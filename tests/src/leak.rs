@@ -5,27 +5,33 @@ use base64::Engine as _;
 
 /// Every form of the test credentials worth searching for.
 pub fn forms() -> Vec<(&'static str, Vec<u8>)> {
+    forms_of(crate::PASSWORD)
+}
+
+/// Every form of the test user with `password` worth searching for (for
+/// a password a test rotates to).
+pub fn forms_of(password: &str) -> Vec<(&'static str, Vec<u8>)> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let pair = format!("{}:{}", crate::USERNAME, crate::PASSWORD);
+    let pair = format!("{}:{password}", crate::USERNAME);
     vec![
-        ("plain password", crate::PASSWORD.as_bytes().to_vec()),
+        ("plain password", password.as_bytes().to_vec()),
         ("base64 user:password", b64.encode(&pair).into_bytes()),
-        ("base64 password", b64.encode(crate::PASSWORD).into_bytes()),
+        ("base64 password", b64.encode(password).into_bytes()),
         (
             "percent-encoded password",
-            percent(crate::PASSWORD, true).into_bytes(),
+            percent(password, true).into_bytes(),
         ),
         (
             "percent-encoded password (lower)",
-            percent(crate::PASSWORD, false).into_bytes(),
+            percent(password, false).into_bytes(),
         ),
         (
             "form-encoded password",
-            crate::PASSWORD.replace(' ', "+").into_bytes(),
+            password.replace(' ', "+").into_bytes(),
         ),
         (
             "json-escaped password",
-            serde_like_json(crate::PASSWORD).into_bytes(),
+            serde_like_json(password).into_bytes(),
         ),
     ]
 }

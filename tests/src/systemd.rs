@@ -16,13 +16,18 @@
 //!   some of the mount system calls systemd 252 makes for them.
 //! - `--cap-add NET_ADMIN`: `ci-builder net up` and systemd-networkd make
 //!   the bridge, in the container's own network namespace only.
-//! - `--cgroupns=host` and `/sys/fs/cgroup` writable: systemd must create
-//!   its cgroups (Docker mounts the tree read-only otherwise).
 //! - `/run`, `/run/lock`, `/tmp` as tmpfs and `container=docker`: systemd's
 //!   container interface.
+//! - `--ulimit core=0`: the watchdog test ends a proxy with SIGABRT, and
+//!   the machine's core handler must never get its memory, which holds the
+//!   test password (the units also say `LimitCORE=0`).
+//! - The label: `tests/run` removes containers a killed run left behind.
 //!
 //! What the boot script (`/usr/local/sbin/pap-boot`) does before it execs
 //! systemd, and why:
+//! - The cgroup file systems remounted read-write: systemd must create its
+//!   cgroups, and Docker mounts them read-only. The container has its own
+//!   cgroup namespace, so it sees and writes only its own subtree.
 //! - `mount --make-rshared /`: systemd 252 builds a unit's credentials file
 //!   system in a helper's mount namespace and moves it onto
 //!   `/run/credentials/UNIT`; that reaches PID 1's namespace only through
@@ -34,11 +39,16 @@
 //!   device units only on a writable `/sys`, and its udev monitor listens
 //!   only if udev's control socket exists when PID 1 starts (else it
 //!   decides udev is absent). The units bind to
-//!   `sys-subsystem-net-devices-breth1.device`, which udev makes. The
-//!   image's udev has a single rule, the `systemd` tag on network
-//!   interfaces, and `systemd-udev-trigger.service` is masked: the
-//!   container's udev must never act on, or trigger events for, the
-//!   machine's own devices.
+//!   `sys-subsystem-net-devices-breth1.device`, which udev makes. Every
+//!   directory under `/sys` but `fs` is bound read-only again, so nothing
+//!   in the container can change the machine's devices.
+//! - The container's udev also receives the kernel's events for the
+//!   machine's devices that belong to no network namespace (since Linux
+//!   4.18 they go to every namespace of the initial user namespace). So
+//!   the image's udev has a single rule, the `systemd` tag on network
+//!   interfaces (whose events stay in their own namespace), and
+//!   `systemd-udev-trigger.service` is masked: it acts on nothing and
+//!   triggers no event for the machine's devices.
 
 use crate::pulp::CACHE;
 use std::io::Write as _;
@@ -73,7 +83,14 @@ cat >"$1"/usr/local/sbin/pap-boot <<'EOF'
 #!/bin/sh
 set -e
 mount --make-rshared /
+for m in $(findmnt -rn -o TARGET -R /sys/fs/cgroup); do
+    mount -o remount,bind,rw "$m"
+done
 mount -o remount,rw /sys
+for d in block bus class dev devices firmware kernel module power; do
+    mount --bind "/sys/$d" "/sys/$d"
+    mount -o remount,bind,ro "/sys/$d"
+done
 mkdir -p /run/udev
 : >/run/udev/control
 exec /lib/systemd/systemd
@@ -112,6 +129,13 @@ pub fn image() -> String {
     std::fs::create_dir_all(CACHE).unwrap();
     let tar = Path::new(CACHE).join(format!("systemd-{SUITE}-{key}.tar"));
     if !tar.exists() {
+        // Tars of earlier keys are not used again.
+        for e in std::fs::read_dir(CACHE).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("systemd-{SUITE}-")) && name.ends_with(".tar") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let started = Instant::now();
         let tmp = tar.with_extension(format!("tar.{}", std::process::id()));
         let source = crate::apt::host_debian_source();
@@ -155,6 +179,26 @@ pub fn deb() -> PathBuf {
     found.into_iter().next().unwrap()
 }
 
+/// The label of the tests' containers.
+pub const LABEL: &str = "pap-e2e-systemd";
+
+/// A created container, removed on drop unless taken.
+struct Created(String);
+
+impl Created {
+    fn take(mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+        }
+    }
+}
+
 /// A booted container, removed (with everything in it) on drop.
 pub struct Machine {
     /// The container's ID.
@@ -170,8 +214,7 @@ impl Machine {
     pub fn boot() -> Machine {
         let image = image();
         let out = crate::output(Command::new("docker").args([
-            "run",
-            "-d",
+            "create",
             "--network",
             "none",
             "--cap-add",
@@ -182,9 +225,9 @@ impl Machine {
             "SYS_PTRACE",
             "--security-opt",
             "seccomp=unconfined",
-            "--cgroupns=host",
-            "-v",
-            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "--cgroupns=private",
+            "--ulimit",
+            "core=0",
             "--tmpfs",
             "/run",
             "--tmpfs",
@@ -193,50 +236,57 @@ impl Machine {
             "/tmp",
             "-e",
             "container=docker",
-            "--stop-signal",
-            "SIGRTMIN+3",
             "--label",
-            "pap-e2e-systemd",
+            LABEL,
             &image,
             "/usr/local/sbin/pap-boot",
         ]));
         assert!(
             out.status.success(),
-            "docker run: {}",
+            "docker create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        // From here on the drop removes the container, also on failure.
+        // From here on the guard removes the container, also on failure.
+        let created = Created(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        crate::run(
+            Command::new("docker").args(["start", &created.0]),
+            "docker start",
+        );
         let pid = crate::run(
-            Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]),
+            Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &created.0]),
             "docker inspect",
         );
-        let netns = std::fs::File::open(format!("/proc/{}/ns/net", pid.trim()));
-        let netns = match netns {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
-                panic!("the container's network namespace: {e}");
-            }
+        let netns = std::fs::File::open(format!("/proc/{}/ns/net", pid.trim()))
+            .unwrap_or_else(|e| panic!("the container's network namespace: {e}"));
+        let m = Machine {
+            id: created.take(),
+            netns,
         };
-        let m = Machine { id, netns };
         // PID 1's socket comes up a moment after the container starts;
-        // until then systemctl cannot ask and prints nothing.
+        // until then systemctl cannot ask, and says "offline" or nothing.
         let deadline = Instant::now() + Duration::from_secs(60);
         let state = loop {
             let out = m.exec(&["timeout", "60", "systemctl", "is-system-running", "--wait"]);
             let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !state.is_empty() || Instant::now() > deadline {
+            if !matches!(state.as_str(), "" | "offline") || Instant::now() > deadline {
                 break state;
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        assert_eq!(
-            state,
-            "running",
-            "systemd in the container did not come up; failed units:\n{}",
-            m.sh("systemctl --failed --no-legend; journalctl -b --no-pager | tail -30")
-        );
+        if state != "running" {
+            let why = m.exec(&[
+                "sh",
+                "-c",
+                "systemctl --failed --no-legend; journalctl -b --no-pager | tail -30",
+            ]);
+            let logs = crate::output(Command::new("docker").args(["logs", "--tail", "20", &m.id]));
+            panic!(
+                "systemd in the container is {state:?}, not running:\n{}{}{}",
+                String::from_utf8_lossy(&why.stdout),
+                String::from_utf8_lossy(&why.stderr),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
         m.copy_in(&deb(), "/root/pulp-auth-proxy.deb");
         m.sh("dpkg -i /root/pulp-auth-proxy.deb >/dev/null");
         m
@@ -302,6 +352,7 @@ impl Machine {
             .expect("docker");
         child.stdin.take().unwrap().write_all(data).unwrap();
         let out = child.wait_with_output().unwrap();
+        crate::leak::assert_clean("docker exec's stdout", &out.stdout);
         crate::leak::assert_clean("docker exec's stderr", &out.stderr);
         assert!(
             out.status.success(),

@@ -261,6 +261,62 @@ async fn sigterm_lets_in_flight_transfers_finish() {
     s.assert_no_leaks();
 }
 
+/// A connection the proxy accepted before SIGTERM gets its first request
+/// answered even when the request comes after the signal: under socket
+/// activation such a client only ever connected to the listening socket,
+/// and a restart must not reset it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_answers_the_first_request_of_a_connection_already_accepted() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = Setup::start().await;
+    s.upstream
+        .put("/pulp/content/small", Content::Bytes("small".into()));
+    // A transfer held open keeps the proxy draining.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    s.upstream
+        .put("/pulp/content/held", Content::Gated { len: 1 << 20, gate });
+    let addr = s.proxy.addr;
+    let held = tokio::spawn(async move { get_hashed(addr, "/pulp/content/held").await });
+    e2e::wait_for(
+        Duration::from_secs(10),
+        "the held request upstream",
+        || async { (s.upstream.count("/pulp/content/held") == 1).then_some(()) },
+    )
+    .await;
+    let mut fresh = tokio::net::TcpStream::connect(addr).await.unwrap();
+    e2e::wait_for(Duration::from_secs(10), "the proxy accepting", || async {
+        (e2e::accept_queue(addr) == 0).then_some(())
+    })
+    .await;
+    s.proxy.signal("TERM");
+    s.proxy.wait_for_log("shutting down").await;
+    fresh
+        .write_all(b"GET /pulp/content/small HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), fresh.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.ends_with("small"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    open.send(true).unwrap();
+    let (status, n, _) = held.await.unwrap().unwrap();
+    assert_eq!((status.as_u16(), n), (200, 1 << 20));
+    let exit = tokio::task::block_in_place(|| s.proxy.wait(Duration::from_secs(10)));
+    assert_eq!(
+        exit.and_then(|e| e.code()),
+        Some(0),
+        "{}",
+        s.proxy.log_text()
+    );
+    s.assert_no_leaks();
+}
+
 #[tokio::test]
 async fn only_allow_listed_client_headers_reach_the_upstream() {
     let s = Setup::start().await;
