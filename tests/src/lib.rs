@@ -73,6 +73,44 @@ pub fn output(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// [`output`] for a program that reads `input` on stdin (a secret a test
+/// hands over stays off the command line).
+pub fn output_with_input(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    leak::assert_clean(&format!("{:?}'s stdout", cmd.get_program()), &out.stdout);
+    leak::assert_clean(&format!("{:?}'s stderr", cmd.get_program()), &out.stderr);
+    out
+}
+
+/// The one package `dir` (under target/, where tests/packaging/build.sh
+/// puts them) holds with extension `ext`.
+pub fn package(dir: &str, ext: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(dir);
+    let found: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build the packages with tests/packaging/build.sh (tests/run does)",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    assert_eq!(found.len(), 1, "one .{ext} in {}: {found:?}", dir.display());
+    found.into_iter().next().unwrap()
+}
+
 /// Writes an executable script that the test then runs. This process never
 /// holds it open for writing: a child another test thread forks meanwhile
 /// would inherit that descriptor until its exec, and running the script

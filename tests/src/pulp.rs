@@ -941,22 +941,10 @@ impl Pulp {
             "deb_remote": deb.as_ref().map(FileServer::url),
             "rpm_remote": rpm.as_ref().map(FileServer::url),
         });
-        let mut script = pulp_cmd("python")
-            .arg(pulp_dir().join("content.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        script
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(spec.to_string().as_bytes())
-            .unwrap();
-        let out = script.wait_with_output().unwrap();
-        crate::leak::assert_clean("content.py's output", &out.stdout);
-        crate::leak::assert_clean("content.py's output", &out.stderr);
+        let out = crate::output_with_input(
+            pulp_cmd("python").arg(pulp_dir().join("content.py")),
+            spec.to_string().as_bytes(),
+        );
         assert!(
             out.status.success(),
             "Pulp's content set-up (tests/pulp/content.py) failed: {}\npulpcore-worker's {}",

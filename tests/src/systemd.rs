@@ -51,11 +51,10 @@
 //!   triggers no event for the machine's devices.
 
 use crate::pulp::CACHE;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -160,23 +159,6 @@ pub fn image() -> String {
         "docker import",
     );
     tag
-}
-
-/// The `.deb` tests/packaging/build.sh made.
-pub fn deb() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian");
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; build the packages with tests/packaging/build.sh (tests/run does)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    assert_eq!(found.len(), 1, "one .deb in {}: {found:?}", dir.display());
-    found.into_iter().next().unwrap()
 }
 
 /// The label of the tests' containers.
@@ -287,7 +269,10 @@ impl Machine {
                 String::from_utf8_lossy(&logs.stderr)
             );
         }
-        m.copy_in(&deb(), "/root/pulp-auth-proxy.deb");
+        m.copy_in(
+            &crate::package("debian", "deb"),
+            "/root/pulp-auth-proxy.deb",
+        );
         m.sh("dpkg -i /root/pulp-auth-proxy.deb >/dev/null");
         m
     }
@@ -341,19 +326,13 @@ impl Machine {
     /// Writes `data` to `path` with `mode`, through stdin: a secret never
     /// appears on a command line.
     pub fn write(&self, path: &str, data: &[u8], mode: &str) {
-        let mut child = Command::new("docker")
-            .args(["exec", "-i", &self.id, "sh", "-ec"])
-            .arg("umask 077; cat >\"$1.new\"; chmod \"$2\" \"$1.new\"; mv \"$1.new\" \"$1\"")
-            .args(["sh", path, mode])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker");
-        child.stdin.take().unwrap().write_all(data).unwrap();
-        let out = child.wait_with_output().unwrap();
-        crate::leak::assert_clean("docker exec's stdout", &out.stdout);
-        crate::leak::assert_clean("docker exec's stderr", &out.stderr);
+        let out = crate::output_with_input(
+            Command::new("docker")
+                .args(["exec", "-i", &self.id, "sh", "-ec"])
+                .arg("umask 077; cat >\"$1.new\"; chmod \"$2\" \"$1.new\"; mv \"$1.new\" \"$1\"")
+                .args(["sh", path, mode]),
+            data,
+        );
         assert!(
             out.status.success(),
             "writing {path}: {}",

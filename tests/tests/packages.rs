@@ -30,23 +30,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The one package `dir` (under target/) holds.
-fn package(dir: &str, ext: &str) -> PathBuf {
-    let dir = root().join("target").join(dir);
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; build the packages with tests/packaging/build.sh (tests/run does)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    assert_eq!(found.len(), 1, "one .{ext} in {}: {found:?}", dir.display());
-    found.into_iter().next().unwrap()
-}
-
 fn run(program: &str, args: &[&str], what: &str) -> String {
     e2e::run(Command::new(program).args(args), what)
 }
@@ -83,7 +66,7 @@ fn assert_units_name_the_packaged_binary(unit_text: &str, name: &str) {
 
 #[test]
 fn the_deb_holds_what_an_operator_installs_and_starts_nothing() {
-    let deb = package("debian", "deb");
+    let deb = e2e::package("debian", "deb");
     let deb_arg = deb.to_str().unwrap();
     let field = |name: &str| run("dpkg-deb", &["-f", deb_arg, name], "dpkg-deb -f");
     assert_eq!(field("Package").trim(), "pulp-auth-proxy");
@@ -180,7 +163,7 @@ fn the_deb_holds_what_an_operator_installs_and_starts_nothing() {
 
 #[test]
 fn the_rpm_holds_the_same_with_its_config_kept_and_no_scriptlet() {
-    let rpm = package("generate-rpm", "rpm");
+    let rpm = e2e::package("generate-rpm", "rpm");
     let rpm_arg = rpm.to_str().unwrap();
     let query = |fmt: &str| run("rpm", &["-qp", "--queryformat", fmt, rpm_arg], "rpm -qp");
     assert_eq!(
