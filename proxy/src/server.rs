@@ -137,26 +137,19 @@ pub async fn serve(
             };
             let ended = match ended {
                 Some(ended) => ended,
-                None => {
-                    // hyper closes a connection that has read no request
-                    // yet at once, even when the client's request already
-                    // waits in the socket: a restart under socket
-                    // activation would reset connections the old process
-                    // had just accepted. Such a connection is owed its
-                    // first answer, for as long as a head may take.
-                    let answered_first = tokio::select! {
-                        ended = conn.as_mut() => Err(ended),
-                        () = slot.activity.first_request() => Ok(()),
-                        () = tokio::time::sleep(first_wait) => Ok(()),
-                    };
-                    match answered_first {
-                        Err(ended) => ended,
-                        Ok(()) => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
+                // hyper closes a connection that has read no request yet
+                // at once, even when the client's request already waits in
+                // the socket: a restart under socket activation would
+                // reset connections the old process had just accepted.
+                // Such a connection is owed its first answer, for as long
+                // as a head may take.
+                None => tokio::select! {
+                    ended = conn.as_mut() => ended,
+                    _ = tokio::time::timeout(first_wait, slot.activity.first_request()) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
                     }
-                }
+                },
             };
             drop(alive);
             // Told by its flag: hyper ends an idle connection whose read

@@ -100,7 +100,7 @@ pub async fn feed(beats: Arc<Heartbeats>, interval: Duration) {
 /// wedges worker 0 as a task that blocks its thread would. Release builds,
 /// which the packages hold, have no such switch (SIGUSR2 keeps its default
 /// action there); `tests/tests/systemd.rs` checks that the text below is
-/// absent from the release binary.
+/// absent from the packaged binary.
 #[cfg(debug_assertions)]
 pub mod wedge {
     static WEDGE: tokio::sync::Notify = tokio::sync::Notify::const_new();

@@ -27,11 +27,26 @@ pub const PASSWORD: &str = "fake pass:@/%+ word";
 
 /// The `Authorization` value the upstream requires.
 pub fn basic_header() -> String {
+    basic_header_of(PASSWORD)
+}
+
+/// The `Authorization` value for the test user with `password` (one a
+/// test rotates to).
+pub fn basic_header_of(password: &str) -> String {
     use base64::Engine as _;
     format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{PASSWORD}"))
+        base64::engine::general_purpose::STANDARD.encode(format!("{USERNAME}:{password}"))
     )
+}
+
+/// The overall exposure `systemd-analyze security` printed in `text`.
+pub fn exposure_score(text: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|rest| rest.split(':').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// `PATH` for the children tests start: fixed, since tests never read the

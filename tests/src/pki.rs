@@ -33,9 +33,14 @@ impl TestCa {
         Self { cert, key }
     }
 
+    /// The root as PEM, for `upstream.ca_file`.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
     /// Writes the root as PEM, for `upstream.ca_file`.
     pub fn write_pem(&self, path: &Path) {
-        std::fs::write(path, self.cert.pem()).unwrap();
+        std::fs::write(path, self.pem()).unwrap();
         // Whatever the umask: the proxy refuses a CA file others may change.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
     }

@@ -164,27 +164,18 @@ pub fn image() -> String {
 /// The label of the tests' containers.
 pub const LABEL: &str = "pap-e2e-systemd";
 
-/// A created container, removed on drop unless taken.
-struct Created(String);
+/// A created container, removed (with everything in it) on drop.
+struct Container(String);
 
-impl Created {
-    fn take(mut self) -> String {
-        std::mem::take(&mut self.0)
-    }
-}
-
-impl Drop for Created {
+impl Drop for Container {
     fn drop(&mut self) {
-        if !self.0.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-        }
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
     }
 }
 
-/// A booted container, removed (with everything in it) on drop.
+/// A booted container.
 pub struct Machine {
-    /// The container's ID.
-    pub id: String,
+    container: Container,
     /// Its network namespace, held open for [`Machine::in_netns`].
     netns: std::fs::File,
 }
@@ -229,21 +220,18 @@ impl Machine {
             String::from_utf8_lossy(&out.stderr)
         );
         // From here on the guard removes the container, also on failure.
-        let created = Created(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        let container = Container(String::from_utf8_lossy(&out.stdout).trim().to_string());
         crate::run(
-            Command::new("docker").args(["start", &created.0]),
+            Command::new("docker").args(["start", &container.0]),
             "docker start",
         );
         let pid = crate::run(
-            Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &created.0]),
+            Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &container.0]),
             "docker inspect",
         );
         let netns = std::fs::File::open(format!("/proc/{}/ns/net", pid.trim()))
             .unwrap_or_else(|e| panic!("the container's network namespace: {e}"));
-        let m = Machine {
-            id: created.take(),
-            netns,
-        };
+        let m = Machine { container, netns };
         // PID 1's socket comes up a moment after the container starts;
         // until then systemctl cannot ask, and says "offline" or nothing.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -261,7 +249,7 @@ impl Machine {
                 "-c",
                 "systemctl --failed --no-legend; journalctl -b --no-pager | tail -30",
             ]);
-            let logs = crate::output(Command::new("docker").args(["logs", "--tail", "20", &m.id]));
+            let logs = crate::output(Command::new("docker").args(["logs", "--tail", "20", m.id()]));
             panic!(
                 "systemd in the container is {state:?}, not running:\n{}{}{}",
                 String::from_utf8_lossy(&why.stdout),
@@ -277,9 +265,14 @@ impl Machine {
         m
     }
 
+    /// The container's ID.
+    pub fn id(&self) -> &str {
+        &self.container.0
+    }
+
     /// `docker exec` (what it prints is scanned for the credentials).
     pub fn exec(&self, args: &[&str]) -> Output {
-        crate::output(Command::new("docker").arg("exec").arg(&self.id).args(args))
+        crate::output(Command::new("docker").arg("exec").arg(self.id()).args(args))
     }
 
     /// Runs `script` with `sh -e` and insists it succeeds; its stdout.
@@ -318,7 +311,7 @@ impl Machine {
             Command::new("docker")
                 .arg("cp")
                 .arg(from)
-                .arg(format!("{}:{to}", self.id)),
+                .arg(format!("{}:{to}", self.id())),
             "docker cp",
         );
     }
@@ -328,7 +321,7 @@ impl Machine {
     pub fn write(&self, path: &str, data: &[u8], mode: &str) {
         let out = crate::output_with_input(
             Command::new("docker")
-                .args(["exec", "-i", &self.id, "sh", "-ec"])
+                .args(["exec", "-i", self.id(), "sh", "-ec"])
                 .arg("umask 077; cat >\"$1.new\"; chmod \"$2\" \"$1.new\"; mv \"$1.new\" \"$1\"")
                 .args(["sh", path, mode]),
             data,
@@ -405,11 +398,5 @@ impl Machine {
     /// A connection made inside the container's network namespace.
     pub fn connect(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
         self.in_netns(move || std::net::TcpStream::connect(addr))
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
     }
 }

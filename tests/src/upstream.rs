@@ -376,12 +376,7 @@ impl Upstream {
 
     /// Accept only this password from now on (rotation).
     pub fn expect_password(&self, password: &str) {
-        use base64::Engine as _;
-        *self.shared.expected_auth.lock().unwrap() = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{password}", crate::USERNAME))
-        );
+        *self.shared.expected_auth.lock().unwrap() = crate::basic_header_of(password);
     }
 }
 

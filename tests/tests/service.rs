@@ -44,13 +44,8 @@ fn shipped_units_are_sandboxed_to_exposure_1_5_or_lower() {
             .expect("systemd-analyze is missing: install Debian's systemd package");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        let score: f64 = text
-            .lines()
-            .find_map(|l| l.split("Overall exposure level for ").nth(1))
-            .and_then(|rest| rest.split(':').nth(1))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+        let score =
+            e2e::exposure_score(&text).unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
         assert!(score <= 1.5, "{unit}: exposure {score} > 1.5:\n{text}");
     }
 }

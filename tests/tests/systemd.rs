@@ -60,9 +60,7 @@ impl Rig {
             Upstream::start_on_listener(listener, ca.leaf(), Versions::Both)
         };
         upstream.put(PACKAGE, Content::Pattern(300_000));
-        let dir = tempfile::tempdir().unwrap();
-        ca.write_pem(&dir.path().join("ca.pem"));
-        let ca_pem = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let ca_pem = ca.pem().into_bytes();
         m.write(CA_FILE, &ca_pem, "644");
         m.write(
             PASSWORD_FILE,
@@ -84,23 +82,20 @@ impl Rig {
         }
     }
 
-    fn send(&self, method: &str, target: &str) -> Result<Got, String> {
-        let conn = self
+    fn get(&self, target: &str) -> Got {
+        let got = self
             .m
             .connect(PROXY.parse().unwrap())
-            .map_err(|e| format!("connect: {e}"))?;
-        self.rt.block_on(client::send_on(conn, method, target, &[]))
-    }
-
-    fn get(&self, target: &str) -> Got {
-        let got = self.send("GET", target).unwrap_or_else(|e| {
-            panic!(
-                "GET {target}: {e}\n{}{}{}",
-                self.m.journal(UNIT),
-                self.m.journal(SOCKET),
-                self.m.journal(ACTIVATED)
-            )
-        });
+            .map_err(|e| format!("connect: {e}"))
+            .and_then(|conn| self.rt.block_on(client::send_on(conn, "GET", target, &[])))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "GET {target}: {e}\n{}{}{}",
+                    self.m.journal(UNIT),
+                    self.m.journal(SOCKET),
+                    self.m.journal(ACTIVATED)
+                )
+            });
         e2e::leak::assert_clean("a response", &got.body);
         assert_clean_of_rotated("a response", &got.body);
         got
@@ -153,30 +148,12 @@ fn assert_clean_of_rotated(what: &str, bytes: &[u8]) {
     e2e::leak::assert_lacks(what, bytes, &forms);
 }
 
-fn basic(password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", e2e::USERNAME))
-    )
-}
-
-/// `systemd-analyze security UNIT`'s overall exposure, as the loaded unit
-/// has it.
-fn exposure(m: &Machine, unit: &str) -> f64 {
+/// Asserts the overall exposure `systemd-analyze security` gives the
+/// loaded `unit` is at most `max`.
+fn assert_exposure_at_most(m: &Machine, unit: &str, max: f64) {
     let text = m.sh(&format!("systemd-analyze security --no-pager {unit}"));
-    let line = text
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure in:\n{text}"));
-    line.split(':')
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let score = e2e::exposure_score(&text).unwrap_or_else(|| panic!("no exposure in:\n{text}"));
+    assert!(score <= max, "{unit}: exposure {score} > {max}:\n{text}");
 }
 
 /// The access lines (`request`) of the journal's text.
@@ -227,7 +204,7 @@ fn the_bind_unit_starts_on_its_credential_once_ready_serves_and_logs_access_line
     let pid = r.m.property(UNIT, "MainPID");
     let uid = r.m.sh(&format!("ps -o uid= -p {pid}"));
     assert_ne!(uid.trim(), "0", "the proxy runs as root");
-    assert!(exposure(&r.m, UNIT) <= 1.5);
+    assert_exposure_at_most(&r.m, UNIT, 1.5);
 
     let got = r.get(PACKAGE);
     assert_eq!(got.status, 200);
@@ -351,7 +328,7 @@ fn reload_rereads_what_it_can_keeps_the_old_on_failure_and_stop_drains() {
     let (ok, text) = r.m.systemctl(&["restart", UNIT]);
     assert!(ok, "{text}");
     assert_eq!(r.get(PACKAGE).status, 200);
-    assert_eq!(r.last_authorization(), basic(ROTATED));
+    assert_eq!(r.last_authorization(), e2e::basic_header_of(ROTATED));
     let pid = r.m.property(UNIT, "MainPID");
 
     // Stop drains: a transfer in flight when SIGTERM comes still ends
@@ -367,7 +344,7 @@ fn reload_rereads_what_it_can_keeps_the_old_on_failure_and_stop_drains() {
     let transfer = in_flight(&r);
     let started = Instant::now();
     let stop = {
-        let id = r.m.id.clone();
+        let id = r.m.id().to_string();
         std::thread::spawn(move || {
             e2e::output(std::process::Command::new("docker").args([
                 "exec",
@@ -434,7 +411,7 @@ fn the_socket_activated_service_restarts_without_refusing_a_connection() {
         journal.contains("socket=\"socket from systemd\""),
         "{journal}"
     );
-    assert!(exposure(&r.m, ACTIVATED) <= 1.1);
+    assert_exposure_at_most(&r.m, ACTIVATED, 1.1);
 
     // A client keeps connecting across two restarts; every connection
     // must get its whole answer.
@@ -500,7 +477,7 @@ fn the_socket_activated_service_restarts_without_refusing_a_connection() {
     let (ok, text) = r.m.systemctl(&["restart", ACTIVATED]);
     assert!(ok, "{text}");
     assert_eq!(r.get(PACKAGE).status, 200);
-    assert_eq!(r.last_authorization(), basic(ROTATED));
+    assert_eq!(r.last_authorization(), e2e::basic_header_of(ROTATED));
 }
 
 /// A client thread told to stop, and joined, also when the test fails.
