@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::pki::TestCa;
+use crate::proxy::ConfigFile;
 
 /// The cache shared with `tests/pulp/venv.sh`: outside the checkout, so a
 /// fresh clone on the same machine (CI) reuses the venv and the dump.
@@ -979,6 +980,30 @@ impl Pulp {
             (None, Some(addr)) => format!("https://{addr}"),
             (None, None) => unreachable!("a started Pulp has a content app"),
         }
+    }
+
+    /// A proxy config in front of this Pulp's content app, reading the
+    /// password from `password_file`, with a 256 MiB cache in `cache` when
+    /// given. Readiness goes through the guarded distribution: its root
+    /// listing on the filesystem; on S3 a file, which Pulp answers with a
+    /// redirect once it has checked the credentials. On S3 the storage is
+    /// on loopback, which the proxy reaches only when it is listed.
+    pub fn proxy_config(&self, password_file: &Path, cache: Option<&Path>) -> ConfigFile {
+        let mut config = crate::proxy::config(&self.content_url(), self.ca_file(), password_file);
+        if let Some(dir) = cache {
+            crate::cache_section(dir, "256 MiB")(&mut config);
+        }
+        config.keys("proxy", "readiness_cache_secs = 0");
+        if self.storage_url().is_some() {
+            config.keys(
+                "upstream",
+                "redirect_hosts = [\"127.0.0.1\"]\n\
+                 readiness_path = \"/pulp/content/debian/dists/stable/Release\"",
+            );
+        } else {
+            config.keys("upstream", "readiness_path = \"/pulp/content/debian/\"");
+        }
+        config
     }
 
     /// The CA that signed the content app's certificate, as PEM.

@@ -110,13 +110,27 @@ pub fn repo() -> PathBuf {
 /// (removed when it drops) and dnf's output, panicking with the output if
 /// dnf fails.
 pub fn dnf_install(netns: Option<&str>, baseurl: &str) -> (tempfile::TempDir, String) {
+    dnf_install_with(netns, baseurl, "")
+}
+
+/// Like [`dnf_install`], with `repo_lines` added to the repository's
+/// definition (e.g. `sslcacert=...` for a repository dnf reaches over
+/// HTTPS itself).
+pub fn dnf_install_with(
+    netns: Option<&str>,
+    baseurl: &str,
+    repo_lines: &str,
+) -> (tempfile::TempDir, String) {
     let root = tempfile::tempdir().unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
     let repos = conf_dir.path().join("repos");
     std::fs::create_dir(&repos).unwrap();
     std::fs::write(
         repos.join("pap.repo"),
-        format!("[pap]\nname=pap\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n"),
+        format!(
+            "[pap]\nname=pap\nbaseurl={baseurl}\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=0\n\
+             {repo_lines}"
+        ),
     )
     .unwrap();
     let conf = conf_dir.path().join("dnf.conf");

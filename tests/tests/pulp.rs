@@ -10,9 +10,9 @@
 use e2e::docker::{ensure_daemon, Image};
 use e2e::netns::Netns;
 use e2e::pki::TestCa;
-use e2e::proxy::{self, Proxy, Scratch};
+use e2e::proxy::{Proxy, Scratch};
 use e2e::pulp::{Content, Pulp, Storage};
-use e2e::{apt, cache_section, leak, rpm};
+use e2e::{apt, leak, rpm};
 use std::process::Command;
 use std::time::Instant;
 
@@ -66,25 +66,7 @@ fn build_from(pulp: &Pulp, proxy: &Proxy, dockerfile: &str, tag: &str) -> (Image
 }
 
 fn start_proxy(pulp: &Pulp, scratch: &Scratch, cache: Option<&std::path::Path>) -> Proxy {
-    let mut config = proxy::config(&pulp.content_url(), pulp.ca_file(), &scratch.path("pw"));
-    if let Some(dir) = cache {
-        cache_section(dir, "256 MiB")(&mut config);
-    }
-    // Readiness through the guarded distribution: its root listing on the
-    // filesystem; a file on S3, which Pulp answers with a redirect once it
-    // has checked the credentials.
-    config.keys("proxy", "readiness_cache_secs = 0");
-    // S3 mode: the storage is on loopback, which the proxy reaches only
-    // when it is listed.
-    if pulp.storage_url().is_some() {
-        config.keys(
-            "upstream",
-            "redirect_hosts = [\"127.0.0.1\"]\n\
-             readiness_path = \"/pulp/content/debian/dists/stable/Release\"",
-        );
-    } else {
-        config.keys("upstream", "readiness_path = \"/pulp/content/debian/\"");
-    }
+    let config = pulp.proxy_config(&scratch.path("pw"), cache);
     Proxy::start(&scratch.write_config(&config), &[])
 }
 
